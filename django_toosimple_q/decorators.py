@@ -1,0 +1,58 @@
+"""Public decorators: ``@register_task`` (and ``@schedule_task``, see ``schedules``)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .registry import ConfigurationError, Task, tasks_registry
+
+
+def register_task(
+    *,
+    name: str | None = None,
+    priority: int = 0,
+    queue: str = "default",
+    retries: int = 0,
+    retry_delay: float = 0,
+    unique: bool = False,
+) -> Callable[[Callable[..., Any]], Task]:
+    """Register a function as a task; the result is still callable and gains ``.queue()``."""
+
+    def decorator(func: Callable[..., Any]) -> Task:
+        task_name = name if name is not None else default_task_name(func)
+        _check_options(task_name, priority, queue, retries, retry_delay)
+        task = Task(
+            func=func,
+            name=task_name,
+            priority=priority,
+            queue_name=queue,
+            retries=retries,
+            retry_delay=retry_delay,
+            unique=unique,
+        )
+        return tasks_registry.register(task)
+
+    return decorator
+
+
+def default_task_name(func: Callable[..., Any]) -> str:
+    qualname = getattr(func, "__qualname__", "")
+    if not qualname or "<locals>" in qualname or "<lambda>" in qualname:
+        raise ConfigurationError(
+            f"Task {qualname or func!r} is defined in a local scope, so it has no importable dotted path: "
+            "give it a name with @register_task(name=...)"
+        )
+    return f"{func.__module__}.{qualname}"
+
+
+def _check_options(name, priority, queue, retries, retry_delay) -> None:
+    if not isinstance(name, str) or not name or len(name) > 255:
+        raise ConfigurationError(f"Task name {name!r} must be a non-empty string of at most 255 characters")
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise ConfigurationError(f"Task {name!r}: priority must be an integer, not {priority!r}")
+    if not isinstance(queue, str) or not queue:
+        raise ConfigurationError(f"Task {name!r}: queue must be a non-empty string, not {queue!r}")
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise ConfigurationError(f"Task {name!r}: retries must be a whole number >= 0, not {retries!r}")
+    if not isinstance(retry_delay, (int, float)) or retry_delay < 0:
+        raise ConfigurationError(f"Task {name!r}: retry_delay must be a number of seconds >= 0, not {retry_delay!r}")

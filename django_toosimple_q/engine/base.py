@@ -1,0 +1,181 @@
+"""Every statement the worker issues, in one place (portable form: SQLite and PostgreSQL).
+
+Vendor subclasses override only what their database does differently.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, TypeVar
+
+from django.db import OperationalError, connections, transaction
+from django.utils import timezone
+
+from ..models import TaskExec, WorkerStatus
+from ..registry import insert_execution
+
+logger = logging.getLogger("django_toosimple_q.engine")
+T = TypeVar("T")
+States = TaskExec.States
+
+
+@dataclass
+class Selection:
+    """Which executions a worker may claim."""
+
+    task_names: list[str]
+    queues: list[str]
+    excluded_queues: list[str]
+
+
+class Engine:
+    #: Appended to the inner SELECT of the claim (row locks where the database has them).
+    lock_clause = ""
+
+    def __init__(self, db: str):
+        self.db = db
+
+    @property
+    def connection(self):
+        return connections[self.db]
+
+    def objects(self):
+        return TaskExec.objects.using(self.db)
+
+    # -- retrying on transient lock errors ---------------------------------------------------------
+
+    def retrying(self, operation: Callable[[], T], attempts: int = 50) -> T:
+        """Run ``operation`` (a statement or a whole transaction) again when the database is busy.
+
+        A statement refused with "database is locked" changed nothing, so running it again is safe.
+        """
+        delay = 0.005
+        for attempt in range(attempts):
+            try:
+                return operation()
+            except OperationalError as exc:
+                if not self.is_busy_error(exc) or attempt == attempts - 1:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+        raise AssertionError("unreachable")
+
+    def is_busy_error(self, exc: Exception) -> bool:
+        text = str(exc).lower()
+        return "database is locked" in text or "database table is locked" in text or "deadlock" in text
+
+    # -- worker bookkeeping ------------------------------------------------------------------------
+
+    def heartbeat(self, worker: WorkerStatus, now: datetime.datetime) -> None:
+        worker.last_seen = now
+        self.retrying(lambda: WorkerStatus.objects.using(self.db).filter(pk=worker.pk).update(last_seen=now))
+
+    # -- waking, claiming --------------------------------------------------------------------------
+
+    def wake_sleeping(self, now: datetime.datetime) -> int:
+        """SLEEPING executions whose due time has come become QUEUED."""
+        return self.retrying(
+            lambda: self.objects().filter(state=States.SLEEPING, due__lte=now).update(state=States.QUEUED)
+        )
+
+    def next_wake_up(self) -> datetime.datetime | None:
+        """When the earliest sleeping execution becomes due, so an idle worker can wake up for it."""
+        row = self.objects().filter(state=States.SLEEPING).order_by("due").values_list("due", flat=True).first()
+        return row
+
+    def _claim_filter(self, selection: Selection, now: datetime.datetime) -> tuple[str, list[Any]]:
+        qn = self.connection.ops.quote_name
+        where = [f"{qn('state')} = %s", f"{qn('due')} <= %s"]
+        params: list[Any] = [States.QUEUED, self._db_datetime(now)]
+        where.append(f"{qn('task_name')} IN ({', '.join(['%s'] * len(selection.task_names))})")
+        params += selection.task_names
+        if selection.queues:
+            where.append(f"{qn('queue')} IN ({', '.join(['%s'] * len(selection.queues))})")
+            params += selection.queues
+        if selection.excluded_queues:
+            where.append(f"{qn('queue')} NOT IN ({', '.join(['%s'] * len(selection.excluded_queues))})")
+            params += selection.excluded_queues
+        return " AND ".join(where), params
+
+    def _db_datetime(self, value: datetime.datetime) -> Any:
+        field = TaskExec._meta.get_field("due")
+        return field.get_db_prep_value(value, self.connection)
+
+    def claim(self, worker: WorkerStatus, selection: Selection, limit: int, now: datetime.datetime) -> list[TaskExec]:
+        """Atomically mark up to ``limit`` due executions PROCESSING for ``worker`` and return them.
+
+        One statement: the inner SELECT picks the rows in priority/due/creation order, the UPDATE
+        takes them; two workers can never take the same row.
+        """
+        if limit <= 0 or not selection.task_names:
+            return []
+        qn = self.connection.ops.quote_name
+        table = qn(TaskExec._meta.db_table)
+        where, params = self._claim_filter(selection, now)
+        columns = ", ".join(qn(f.column) for f in TaskExec._meta.concrete_fields)
+        sql = (
+            f"UPDATE {table} SET {qn('state')} = %s, {qn('started')} = %s, {qn('worker_id')} = %s, "
+            f"{qn('unique_key')} = NULL "
+            f"WHERE {qn('id')} IN (SELECT {qn('id')} FROM {table} WHERE {where} "
+            f"ORDER BY {qn('priority')} DESC, {qn('due')}, {qn('id')} LIMIT %s{self.lock_clause}) "
+            f"RETURNING {columns}"
+        )
+        all_params = [States.PROCESSING, self._db_datetime(now), worker.pk, *params, limit]
+        claimed = self.retrying(lambda: list(self.objects().raw(sql, all_params)))
+        # RETURNING gives no order guarantee: restore the claim order.
+        claimed.sort(key=lambda e: (-e.priority, e.due, e.id))
+        return claimed
+
+    # -- finishing ---------------------------------------------------------------------------------
+
+    def finish(self, execution: TaskExec, worker: WorkerStatus, **fields: Any) -> bool:
+        """Record an outcome in one UPDATE, only if this worker still owns the execution.
+
+        Returns False when the execution was taken away meanwhile (e.g. rescued as interrupted).
+        """
+        for name, value in fields.items():
+            setattr(execution, name, value)
+        return bool(
+            self.retrying(
+                lambda: self.objects()
+                .filter(pk=execution.pk, state=States.PROCESSING, worker_id=worker.pk)
+                .update(**fields)
+            )
+        )
+
+    def fail_and_retry(self, execution: TaskExec, worker: WorkerStatus, replacement: TaskExec, **fields: Any) -> bool:
+        """Mark ``execution`` FAILED and link it to ``replacement`` (inserted, or merged into a waiting twin)."""
+
+        def transact() -> bool:
+            with transaction.atomic(using=self.db):
+                if not self.finish(execution, worker, **fields):
+                    return False
+                saved = self.insert(replacement)
+                self.objects().filter(pk=execution.pk).update(replaced_by=saved)
+                execution.replaced_by = saved
+                return True
+
+        return self.retrying(transact)
+
+    def insert(self, execution: TaskExec) -> TaskExec:
+        return insert_execution(execution, self.db)
+
+    # -- unknown task names ------------------------------------------------------------------------
+
+    def invalidate_unknown(self, known: Iterable[str], due_before: datetime.datetime, now: datetime.datetime) -> int:
+        """Mark INVALID the queued executions whose task no online worker has registered."""
+        return self.retrying(
+            lambda: self.objects()
+            .filter(state=States.QUEUED, due__lte=due_before)
+            .exclude(task_name__in=list(known))
+            .update(
+                state=States.INVALID,
+                finished=now,
+                unique_key=None,
+                error="No online worker has this task registered (is the module defining it imported, "
+                "e.g. from the app's tasks.py?).",
+            )
+        )

@@ -1,0 +1,40 @@
+"""MariaDB / MySQL: no UPDATE ... RETURNING, so lock the rows first, then update them."""
+
+from __future__ import annotations
+
+import datetime
+
+from django.db import transaction
+
+from ..models import TaskExec, WorkerStatus
+from .base import Engine, Selection, States
+
+
+class MySQLEngine(Engine):
+    def is_busy_error(self, exc: Exception) -> bool:
+        # 1213: deadlock found; 1205: lock wait timeout. Both roll back and are safe to run again.
+        code = exc.args[0] if exc.args else None
+        return code in (1205, 1213) or super().is_busy_error(exc)
+
+    def claim(self, worker: WorkerStatus, selection: Selection, limit: int, now: datetime.datetime) -> list[TaskExec]:
+        if limit <= 0 or not selection.task_names:
+            return []
+
+        def transact() -> list[TaskExec]:
+            with transaction.atomic(using=self.db):
+                rows = self.objects().filter(state=States.QUEUED, due__lte=now, task_name__in=selection.task_names)
+                if selection.queues:
+                    rows = rows.filter(queue__in=selection.queues)
+                if selection.excluded_queues:
+                    rows = rows.exclude(queue__in=selection.excluded_queues)
+                claimed = list(rows.order_by("-priority", "due", "id").select_for_update(skip_locked=True)[:limit])
+                if claimed:
+                    self.objects().filter(pk__in=[e.pk for e in claimed]).update(
+                        state=States.PROCESSING, started=now, worker_id=worker.pk, unique_key=None
+                    )
+                for execution in claimed:
+                    execution.state, execution.started, execution.worker_id = States.PROCESSING, now, worker.pk
+                    execution.unique_key = None
+                return claimed
+
+        return self.retrying(transact)

@@ -1,0 +1,101 @@
+"""``manage.py worker``: parse the arguments, then hand over to ``Worker``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from ...worker import Worker
+from ...worker.reloader import run_with_reloader
+
+
+class Command(BaseCommand):
+    help = "Run queued tasks and due schedules until stopped."
+
+    def add_arguments(self, parser):
+        which = parser.add_mutually_exclusive_group()
+        which.add_argument(
+            "--queue",
+            action="append",
+            default=[],
+            help="which queue to run (can be used several times, all queues are run if not provided)",
+        )
+        which.add_argument(
+            "--exclude_queue",
+            action="append",
+            default=[],
+            help="which queue not to run (can be used several times, all queues are run if not provided)",
+        )
+        parser.add_argument(
+            "--tick",
+            type=float,
+            default=10.0,
+            help="seconds between checks of the database for new tasks/schedules (default: 10)",
+        )
+        mode = parser.add_mutually_exclusive_group()
+        mode.add_argument("--once", action="store_true", help="run one pass then exit (useful for debugging)")
+        mode.add_argument(
+            "--until_done",
+            action="store_true",
+            help="run until no tasks are available then exit (useful for debugging)",
+        )
+        parser.add_argument(
+            "--label",
+            default="worker-{pid}",
+            help="the name of the worker to help identifying it ('{pid}' will be replaced by the process id)",
+        )
+        parser.add_argument(
+            "--timeout",
+            type=float,
+            default=120.0,
+            help="seconds without a heartbeat after which this worker is considered offline (default: 120)",
+        )
+        parser.add_argument(
+            "--threads",
+            type=int,
+            default=1,
+            help="how many tasks this worker runs at once, each in its own thread (default: 1)",
+        )
+        parser.add_argument(
+            "--reload",
+            choices=["always", "never"],
+            default=None,
+            help="restart when code changes (by default, only if DEBUG=True)",
+        )
+
+    def handle(self, *args, **options):
+        _show_logs(options["verbosity"])
+        reload = options["reload"] or ("always" if settings.DEBUG else "never")
+
+        def make_worker() -> Worker:
+            try:
+                return Worker(
+                    queues=options["queue"],
+                    excluded_queues=options["exclude_queue"],
+                    tick=options["tick"],
+                    once=options["once"],
+                    until_done=options["until_done"],
+                    label=options["label"],
+                    timeout=options["timeout"],
+                    threads=options["threads"],
+                )
+            except ValueError as exc:
+                raise CommandError(str(exc)) from None
+
+        code = run_with_reloader(make_worker) if reload == "always" else make_worker().run()
+        if code:
+            sys.exit(code)
+
+
+def _show_logs(verbosity: int) -> None:
+    """Print the worker's log lines unless the project configured logging for them."""
+    logger = logging.getLogger("django_toosimple_q")
+    if logger.handlers or verbosity == 0:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO)

@@ -1,0 +1,270 @@
+"""The database side: executions of tasks and schedules, and worker statuses.
+
+The registry (``registry.py``) says *what* tasks and schedules exist; these models only record
+*executions*.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from . import serialization
+
+
+class TypedJSONField(models.TextField):
+    """Python values stored as typed JSON text (see ``serialization``); never pickle.
+
+    Text rather than a database JSON type so that the stored form (and key order) is identical on
+    every database. A stored value that cannot be decoded loads as ``serialization.Undecodable``
+    instead of breaking every query that touches the row.
+    """
+
+    def from_db_value(self, value, expression, connection):
+        if value is None:
+            return None
+        try:
+            return serialization.loads(value)
+        except Exception as exc:  # noqa: BLE001 - any corruption must stay readable
+            return serialization.Undecodable(value, exc)
+
+    def to_python(self, value):
+        if isinstance(value, str):
+            try:
+                return serialization.loads(value)
+            except ValueError:
+                return value
+        return value
+
+    def get_prep_value(self, value):
+        if value is None:
+            return None
+        if isinstance(value, serialization.Undecodable):
+            return value.raw
+        return serialization.dumps(value, self.name)
+
+    def value_to_string(self, obj):
+        return self.get_prep_value(self.value_from_object(obj))
+
+
+class StateIndex(models.Index):
+    """An index over the rows in one ``state`` only.
+
+    A partial index where the database has them (PostgreSQL, SQLite), so its size follows the number
+    of waiting rows, not the history; on MariaDB/MySQL, which have no partial indexes, the closest
+    equivalent: the same columns prefixed by ``state``.
+    """
+
+    def __init__(self, *, state: str, fields: list[str], name: str):
+        self.state = state
+        super().__init__(fields=fields, name=name)
+
+    def _concrete(self, connection) -> models.Index:
+        if connection.features.supports_partial_indexes:
+            return models.Index(fields=self.fields, name=self.name, condition=Q(state=self.state))
+        return models.Index(fields=["state", *self.fields], name=self.name)
+
+    def create_sql(self, model, schema_editor, using="", **kwargs):
+        return self._concrete(schema_editor.connection).create_sql(model, schema_editor, using, **kwargs)
+
+    def remove_sql(self, model, schema_editor, **kwargs):
+        return self._concrete(schema_editor.connection).remove_sql(model, schema_editor, **kwargs)
+
+    def deconstruct(self):
+        path, _args, kwargs = super().deconstruct()
+        return (
+            "django_toosimple_q.models.StateIndex",
+            (),
+            {"state": self.state, "fields": kwargs["fields"], "name": kwargs["name"]},
+        )
+
+
+class TaskExec(models.Model):
+    """One planned or past call of a registered task."""
+
+    class States(models.TextChoices):
+        SLEEPING = "SLEEPING", _("Sleeping")
+        QUEUED = "QUEUED", _("Queued")
+        PROCESSING = "PROCESSING", _("Processing")
+        SUCCEEDED = "SUCCEEDED", _("Succeeded")
+        FAILED = "FAILED", _("Failed")
+        INTERRUPTED = "INTERRUPTED", _("Interrupted")
+        INVALID = "INVALID", _("Invalid")
+        CANCELLED = "CANCELLED", _("Cancelled")
+
+        @classmethod
+        def waiting(cls) -> list[str]:
+            return [cls.SLEEPING, cls.QUEUED]
+
+        @classmethod
+        def finished(cls) -> list[str]:
+            return [cls.SUCCEEDED, cls.FAILED, cls.INTERRUPTED, cls.INVALID, cls.CANCELLED]
+
+    id = models.BigAutoField(primary_key=True)
+    task_name = models.CharField(_("task name"), max_length=255)
+    args = TypedJSONField(_("positional arguments"), default=list)
+    kwargs = TypedJSONField(_("keyword arguments"), default=dict)
+    queue = models.CharField(_("queue"), max_length=255, default="default")
+    priority = models.IntegerField(_("priority"), default=0, help_text=_("Higher runs first."))
+    due = models.DateTimeField(_("due"), default=timezone.now)
+    created = models.DateTimeField(_("created"), default=timezone.now)
+    started = models.DateTimeField(_("started"), null=True, blank=True)
+    finished = models.DateTimeField(_("finished"), null=True, blank=True)
+    state = models.CharField(_("state"), max_length=32, choices=States.choices, default=States.QUEUED)
+    result = TypedJSONField(_("result"), null=True, blank=True)
+    error = models.TextField(_("error"), null=True, blank=True)
+    output = models.TextField(_("output"), blank=True, default="", help_text=_("What the task printed."))
+    retries = models.IntegerField(_("retries left"), default=0)
+    retry_delay = models.FloatField(_("retry delay (seconds)"), default=0)
+    replaced_by = models.ForeignKey(
+        "self", verbose_name=_("replaced by"), null=True, blank=True, on_delete=models.SET_NULL, related_name="replaces"
+    )
+    worker = models.ForeignKey(
+        "WorkerStatus",
+        verbose_name=_("worker"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="executions",
+    )
+    # Set only while a unique task's execution waits; NULLs never collide, so the database itself
+    # guarantees at most one waiting execution per identical call.
+    unique_key = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
+
+    class Meta:
+        verbose_name = _("task execution")
+        verbose_name_plural = _("task executions")
+        indexes = [
+            StateIndex(state="QUEUED", fields=["-priority", "due", "id"], name="toosimpleq_claim_idx"),
+            StateIndex(state="SLEEPING", fields=["due"], name="toosimpleq_sleeping_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_name} #{self.pk} [{self.state}]"
+
+    @property
+    def duration(self) -> datetime.timedelta | None:
+        if self.started and self.finished:
+            return self.finished - self.started
+        return None
+
+    def make_replacement(self, due: datetime.datetime, retries: int, retry_delay: float) -> TaskExec:
+        """An unsaved execution of the same call, to be linked from this one by ``replaced_by``."""
+        task = self.task
+        unique = task is not None and task.unique
+        now = timezone.now()
+        return TaskExec(
+            task_name=self.task_name,
+            args=self.args,
+            kwargs=self.kwargs,
+            queue=self.queue,
+            priority=self.priority,
+            due=due,
+            created=now,
+            state=self.States.SLEEPING if due > now else self.States.QUEUED,
+            retries=retries,
+            retry_delay=retry_delay,
+            unique_key=serialization.call_fingerprint(self.task_name, self.args, self.kwargs) if unique else None,
+        )
+
+    @property
+    def task(self):
+        """The registered task definition, or None if this process does not know the name."""
+        from .registry import tasks_registry
+
+        return tasks_registry.get(self.task_name)
+
+
+class ScheduleExec(models.Model):
+    """The state of one schedule: the last due occurrence it handled and what it created."""
+
+    class States(models.TextChoices):
+        ACTIVE = "ACTIVE", _("Active")
+        INVALID = "INVALID", _("Invalid")
+
+    id = models.BigAutoField(primary_key=True)
+    name = models.CharField(_("name"), max_length=255, unique=True)
+    last_due = models.DateTimeField(_("last due"), null=True, blank=True)
+    last_task = models.ForeignKey(
+        TaskExec, verbose_name=_("last task"), null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    state = models.CharField(_("state"), max_length=32, choices=States.choices, default=States.ACTIVE)
+
+    class Meta:
+        verbose_name = _("schedule execution")
+        verbose_name_plural = _("schedule executions")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class WorkerStatus(models.Model):
+    """One row per worker process run; its state is derived from the heartbeat and the exit."""
+
+    class States(models.TextChoices):
+        ONLINE = "ONLINE", _("Online")
+        TIMEDOUT = "TIMEDOUT", _("Timed out")
+        STOPPED = "STOPPED", _("Stopped")
+        TERMINATED = "TERMINATED", _("Terminated")
+        CRASHED = "CRASHED", _("Crashed")
+
+    id = models.BigAutoField(primary_key=True)
+    label = models.CharField(_("label"), max_length=255)
+    host = models.CharField(_("host"), max_length=255, blank=True, default="")
+    pid = models.IntegerField(_("pid"), null=True, blank=True)
+    queues = TypedJSONField(_("queues"), default=list, help_text=_("Empty means every queue."))
+    excluded_queues = TypedJSONField(_("excluded queues"), default=list)
+    tasks = TypedJSONField(_("registered tasks"), default=list)
+    timeout = models.FloatField(_("timeout (seconds)"))
+    started = models.DateTimeField(_("started"), default=timezone.now)
+    last_seen = models.DateTimeField(_("last heartbeat"), default=timezone.now)
+    stopped = models.DateTimeField(_("stopped"), null=True, blank=True)
+    exit_code = models.IntegerField(_("exit code"), null=True, blank=True)
+    exit_signal = models.IntegerField(_("exit signal"), null=True, blank=True)
+    exit_log = models.TextField(_("exit log"), blank=True, default="")
+
+    class Meta:
+        verbose_name = _("worker status")
+        verbose_name_plural = _("worker statuses")
+        indexes = [models.Index(fields=["stopped", "last_seen"], name="toosimpleq_worker_live_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.label} ({self.host}:{self.pid})"
+
+    @classmethod
+    def online(cls, now: datetime.datetime | None = None, using: str | None = None) -> models.QuerySet[WorkerStatus]:
+        """Workers that have not stopped and whose heartbeat is younger than their own timeout."""
+        now = now or timezone.now()
+        # Filter coarsely in SQL (not stopped) and exactly in Python: the timeout is per row.
+        live = cls.objects.using(using).filter(stopped__isnull=True)
+        return live.filter(pk__in=[w.pk for w in live if w.is_fresh(now)])
+
+    def is_fresh(self, now: datetime.datetime | None = None) -> bool:
+        now = now or timezone.now()
+        return now - self.last_seen <= datetime.timedelta(seconds=self.timeout)
+
+    @property
+    def state(self) -> str:
+        if self.stopped is None:
+            return self.States.ONLINE if self.is_fresh() else self.States.TIMEDOUT
+        if self.exit_signal is not None:
+            return self.States.TERMINATED
+        if self.exit_code == 0:
+            return self.States.STOPPED
+        return self.States.CRASHED
+
+    def serves(self, queue: str) -> bool:
+        if self.queues:
+            return queue in self.queues
+        return queue not in (self.excluded_queues or [])
+
+
+def describe(value: Any, limit: int = 80) -> str:
+    """A short one-line preview of a stored value, for logs and lists."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,166 @@
+"""What tasks and schedules exist: filled by the decorators when modules are imported."""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import inspect
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from django.db import IntegrityError, router, transaction
+from django.utils import timezone
+
+from . import serialization
+
+if TYPE_CHECKING:
+    from .models import TaskExec
+
+logger = logging.getLogger("django_toosimple_q.registry")
+
+
+class ConfigurationError(ValueError):
+    """A task or schedule is declared in a way that cannot work; the message says what to change."""
+
+
+@dataclass(eq=False)
+class Task:
+    """A registered task: a callable plus the options given to ``@register_task``."""
+
+    func: Callable[..., Any]
+    name: str
+    priority: int = 0
+    queue_name: str = "default"
+    retries: int = 0
+    retry_delay: float = 0
+    unique: bool = False
+    signature: inspect.Signature = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.signature = inspect.signature(self.func)
+        # Look like the function: name, docstring, module, ``__wrapped__``.
+        functools.update_wrapper(self, self.func, updated=())
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.func(*args, **kwargs)
+
+    # -- queuing -------------------------------------------------------------------------------------
+
+    def check_call(self, args: tuple, kwargs: dict) -> None:
+        """Refuse, before anything is written, a call the function could not accept or we could not store."""
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"Task {self.name!r} cannot be queued with these arguments: {exc}") from None
+        for index, value in enumerate(args):
+            self._check_storable(value, f"positional argument {index}")
+        for key, value in kwargs.items():
+            self._check_storable(value, f"keyword argument {key!r}")
+
+    def _check_storable(self, value: Any, what: str) -> None:
+        try:
+            serialization.to_jsonable(value, what)
+        except serialization.UnstorableValue as exc:
+            raise TypeError(f"Task {self.name!r} cannot be queued: {exc}") from None
+
+    def queue(self, *args: Any, due: datetime.datetime | None = None, **kwargs: Any) -> TaskExec:
+        """Queue one call of this task and return its saved ``TaskExec``."""
+        self.check_call(args, kwargs)
+        return self._insert(self.new_exec(args, kwargs, due))
+
+    def new_exec(self, args: Iterable, kwargs: dict, due: datetime.datetime | None = None) -> TaskExec:
+        """An unsaved execution of one call (arguments already checked)."""
+        from .models import TaskExec
+
+        now = timezone.now()
+        due = _aware(due) if due is not None else now
+        return TaskExec(
+            task_name=self.name,
+            args=list(args),
+            kwargs=dict(kwargs),
+            queue=self.queue_name,
+            priority=self.priority,
+            due=due,
+            created=now,
+            state=TaskExec.States.SLEEPING if due > now else TaskExec.States.QUEUED,
+            retries=self.retries,
+            retry_delay=self.retry_delay,
+            unique_key=serialization.call_fingerprint(self.name, args, kwargs) if self.unique else None,
+        )
+
+    def _insert(self, execution: TaskExec) -> TaskExec:
+        from .models import TaskExec
+
+        return insert_execution(execution, router.db_for_write(TaskExec))
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
+
+
+def insert_execution(execution: TaskExec, db: str) -> TaskExec:
+    """Save a new execution; a unique one whose identical call already waits merges into it instead."""
+    if execution.unique_key is None:
+        execution.save(using=db, force_insert=True)
+        return execution
+    # Insert first and let the unique index arbitrate: a check-then-insert would race.
+    while True:
+        try:
+            with transaction.atomic(using=db):
+                execution.save(using=db, force_insert=True)
+            return execution
+        except IntegrityError:
+            execution.pk = None
+            waiting = merge_into_waiting(execution, db)
+            if waiting is not None:
+                return waiting
+            # The waiting twin was claimed between our insert and our read: insert again.
+
+
+def merge_into_waiting(execution: TaskExec, db: str) -> TaskExec | None:
+    """Return the execution already waiting with the same ``unique_key``, moved to the earlier due."""
+    from .models import TaskExec
+
+    with transaction.atomic(using=db):
+        waiting = (
+            TaskExec.objects.using(db)
+            .select_for_update()
+            .filter(unique_key=execution.unique_key, state__in=TaskExec.States.waiting())
+            .first()
+        )
+        if waiting is None:
+            return None
+        if execution.due < waiting.due:
+            waiting.due = execution.due
+            if waiting.due <= timezone.now():
+                waiting.state = TaskExec.States.QUEUED
+            waiting.save(using=db, update_fields=["due", "state"])
+        return waiting
+
+
+def _aware(value: datetime.datetime) -> datetime.datetime:
+    """A naive datetime is read in the current time zone, as Django does for model fields."""
+    if timezone.is_naive(value):
+        return timezone.make_aware(value) if _use_tz() else value
+    return value
+
+
+def _use_tz() -> bool:
+    from django.conf import settings
+
+    return settings.USE_TZ
+
+
+class TaskRegistry(dict):
+    """Registered tasks by name."""
+
+    def register(self, task: Task) -> Task:
+        if task.name in self:
+            logger.info("Task %r registered again: the new definition replaces the earlier one", task.name)
+        self[task.name] = task
+        return task
+
+
+tasks_registry: TaskRegistry = TaskRegistry()
+# Filled by the schedules feature (``@schedule_task``).
+schedules_registry: dict[str, Any] = {}

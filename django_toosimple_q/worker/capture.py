@@ -1,0 +1,64 @@
+"""Per-execution capture of what a task prints, correct when several tasks run in threads at once.
+
+``sys.stdout``/``sys.stderr`` are replaced once by proxies that write into the buffer of the
+execution running on the current thread, and to the real stream everywhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+import threading
+from typing import Iterator
+
+_local = threading.local()
+_install_lock = threading.Lock()
+
+
+class _ThreadRoutedStream(io.TextIOBase):
+    def __init__(self, fallback):
+        self.fallback = fallback
+
+    def _target(self):
+        return getattr(_local, "buffer", None) or self.fallback
+
+    def write(self, text: str) -> int:
+        return self._target().write(text)
+
+    def flush(self) -> None:
+        self._target().flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    @property
+    def encoding(self):  # type: ignore[override]
+        return getattr(self.fallback, "encoding", "utf-8")
+
+    def fileno(self) -> int:
+        return self.fallback.fileno()
+
+
+def _install() -> None:
+    with _install_lock:
+        for name in ("stdout", "stderr"):
+            stream = getattr(sys, name)
+            if not isinstance(stream, _ThreadRoutedStream):
+                setattr(sys, name, _ThreadRoutedStream(stream))
+
+
+@contextlib.contextmanager
+def capture_output() -> Iterator[io.StringIO]:
+    """Collect stdout and stderr written by the current thread into one buffer."""
+    _install()
+    buffer = io.StringIO()
+    previous = getattr(_local, "buffer", None)
+    _local.buffer = buffer
+    try:
+        yield buffer
+    finally:
+        _local.buffer = previous

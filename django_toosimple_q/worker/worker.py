@@ -1,0 +1,258 @@
+"""The worker: a plain object whose loop heartbeats, wakes, claims and runs executions."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import signal
+import socket
+import threading
+import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Iterable
+
+from django.conf import settings
+from django.db import connections, router
+from django.utils import timezone
+
+from ..engine import Selection, get_engine
+from ..models import TaskExec, WorkerStatus
+from ..registry import tasks_registry
+from .executor import execute
+
+logger = logging.getLogger("django_toosimple_q.worker")
+
+#: Exit codes of ``manage.py worker`` (documented in the README).
+EXIT_OK = 0
+EXIT_CRASHED = 1
+EXIT_RELOAD = 3  # asks the autoreloading parent to start a fresh child
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        queues: Iterable[str] = (),
+        excluded_queues: Iterable[str] = (),
+        tick: float = 10.0,
+        once: bool = False,
+        until_done: bool = False,
+        label: str = "worker-{pid}",
+        timeout: float = 120.0,
+        threads: int = 1,
+    ):
+        self.queues = sorted(set(queues))
+        self.excluded_queues = sorted(set(excluded_queues))
+        if self.queues and self.excluded_queues:
+            raise ValueError("Give either queues to run or queues to exclude, not both.")
+        if tick <= 0:
+            raise ValueError(f"tick must be a positive number of seconds, not {tick!r}")
+        if timeout <= 0:
+            raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, not {threads!r}")
+        if once and until_done:
+            raise ValueError("once and until_done cannot be combined.")
+        self.tick = float(tick)
+        self.once = once
+        self.until_done = until_done
+        self.label = label.replace("{pid}", str(os.getpid()))
+        self.timeout = float(timeout)
+        self.threads = threads
+        self.db = router.db_for_write(TaskExec)
+        self.engine = get_engine(self.db)
+        self.status: WorkerStatus | None = None
+        self.exit_code = EXIT_OK
+        self.stop_signal: int | None = None
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._in_flight: dict[Future, TaskExec] = {}
+        self._last_heartbeat: datetime.datetime | None = None
+        self._last_housekeeping: datetime.datetime | None = None
+
+    # -- public ------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until done or stopped; return the process exit code."""
+        self._install_signal_handlers()
+        self.status = self._register()
+        self._log_start()
+        pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="toosimpleq-task")
+        crash = None
+        try:
+            self._loop(pool)
+        except Exception:  # noqa: BLE001 - record the crash, then report it by the exit code
+            crash = traceback.format_exc()
+            logger.critical("Worker %s crashed:\n%s", self.label, crash)
+            self.exit_code = EXIT_CRASHED
+        finally:
+            pool.shutdown(wait=True)
+            self._record_exit(crash)
+        return self.exit_code
+
+    def request_stop(self, exit_code: int = EXIT_OK, signum: int | None = None) -> None:
+        """Stop claiming; the loop ends once running executions are finished."""
+        if signum is not None:
+            self.stop_signal = signum
+        self.exit_code = exit_code
+        self._stopping.set()
+        self._wake.set()
+
+    @property
+    def selection(self) -> Selection:
+        return Selection(sorted(tasks_registry), self.queues, self.excluded_queues)
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    def _loop(self, pool: ThreadPoolExecutor) -> None:
+        while not self._stopping.is_set():
+            now = timezone.now()
+            self._heartbeat_if_due(now)
+            self.engine.wake_sleeping(now)
+            self._housekeeping_if_due(now)
+            free = self.threads - len(self._in_flight)
+            claimed = self.engine.claim(self.status, self.selection, free, now)
+            for execution in claimed:
+                self._submit(pool, execution)
+
+            if self.once:
+                self._wait_for_all()
+                return
+            if self.until_done and not claimed and not self._in_flight:
+                return
+            if self._in_flight and len(claimed) == free:
+                # Every slot is busy and there may be more work: wait for a slot, not a tick.
+                self._wait(self._seconds_until_heartbeat())
+            elif not claimed:
+                self._wait(self._idle_wait(now))
+        self._wait_for_all()
+
+    def _submit(self, pool: ThreadPoolExecutor, execution: TaskExec) -> None:
+        future = pool.submit(self._execute_in_thread, execution)
+        self._in_flight[future] = execution
+        future.add_done_callback(self._on_done)
+
+    def _execute_in_thread(self, execution: TaskExec) -> None:
+        try:
+            execute(execution, self.engine, self.status)
+        finally:
+            # A task that broke its connection must not poison the next one on this thread.
+            for conn in connections.all():
+                if conn.connection is not None and not conn.is_usable():
+                    conn.close()
+
+    def _on_done(self, future: Future) -> None:
+        self._in_flight.pop(future, None)
+        if future.exception() is not None:
+            # ``execute`` records task failures itself; this is a fault of our own bookkeeping.
+            logger.error("Recording an execution failed", exc_info=future.exception())
+        self._wake.set()
+
+    def _wait(self, seconds: float) -> None:
+        self._wake.wait(max(seconds, 0))
+        self._wake.clear()
+
+    def _wait_for_all(self) -> None:
+        while self._in_flight:
+            self._wait(self._seconds_until_heartbeat())
+            self._heartbeat_if_due(timezone.now())
+
+    def _idle_wait(self, now: datetime.datetime) -> float:
+        wait = self._seconds_until_heartbeat()
+        next_due = self.engine.next_wake_up()
+        if next_due is not None:
+            wait = min(wait, (next_due - now).total_seconds())
+        return wait
+
+    # -- periodic duties ---------------------------------------------------------------------------
+
+    def _heartbeat_interval(self) -> float:
+        return min(self.tick, self.timeout / 4)
+
+    def _seconds_until_heartbeat(self) -> float:
+        elapsed = (timezone.now() - self._last_heartbeat).total_seconds()
+        return max(self._heartbeat_interval() - elapsed, 0.0)
+
+    def _heartbeat_if_due(self, now: datetime.datetime) -> None:
+        if (now - self._last_heartbeat).total_seconds() >= self._heartbeat_interval():
+            self.engine.heartbeat(self.status, now)
+            self._last_heartbeat = now
+
+    def _housekeeping_if_due(self, now: datetime.datetime) -> None:
+        """Duties that need not run every pass: flag executions of tasks no online worker knows."""
+        interval = max(self.tick, 30.0)
+        if self._last_housekeeping and (now - self._last_housekeeping).total_seconds() < interval:
+            return
+        self._last_housekeeping = now
+        grace = getattr(settings, "TOOSIMPLEQ_UNKNOWN_TASK_GRACE", 60)
+        known = set(tasks_registry)
+        for worker in WorkerStatus.online(now, using=self.db):
+            known.update(worker.tasks or [])
+        count = self.engine.invalidate_unknown(known, now - datetime.timedelta(seconds=grace), now)
+        if count:
+            logger.warning("Marked %s execution(s) INVALID: no online worker has their task registered", count)
+
+    # -- start and exit ----------------------------------------------------------------------------
+
+    def _register(self) -> WorkerStatus:
+        now = timezone.now()
+        self._last_heartbeat = now
+        return WorkerStatus.objects.using(self.db).create(
+            label=self.label,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            queues=self.queues,
+            excluded_queues=self.excluded_queues,
+            tasks=sorted(tasks_registry),
+            timeout=self.timeout,
+            started=now,
+            last_seen=now,
+        )
+
+    def _log_start(self) -> None:
+        if self.queues:
+            queues = "queues " + ", ".join(self.queues)
+        elif self.excluded_queues:
+            queues = "every queue except " + ", ".join(self.excluded_queues)
+        else:
+            queues = "every queue"
+        logger.info(
+            "Worker %s started (%s, %s thread(s), tick %ss, database %r); tasks: %s",
+            self.label,
+            queues,
+            self.threads,
+            self.tick,
+            self.db,
+            ", ".join(sorted(tasks_registry)) or "none registered",
+        )
+
+    def _record_exit(self, crash: str | None) -> None:
+        if self.status is None:
+            return
+        now = timezone.now()
+        fields = {"stopped": now, "last_seen": now, "exit_code": self.exit_code, "exit_signal": self.stop_signal}
+        if crash:
+            fields["exit_log"] = crash[-4000:]
+        elif self.stop_signal is not None:
+            fields["exit_log"] = f"Stopped by signal {signal.Signals(self.stop_signal).name}."
+        try:
+            WorkerStatus.objects.using(self.db).filter(pk=self.status.pk).update(**fields)
+        except Exception:  # noqa: BLE001 - the database may be what failed
+            logger.exception("Could not record the exit of worker %s", self.label)
+        logger.info("Worker %s stopped (exit code %s)", self.label, self.exit_code)
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread may set handlers (e.g. a worker driven from a test thread)
+
+        def on_signal(signum, frame):
+            if self._stopping.is_set():
+                logger.warning("Second %s: stopping now", signal.Signals(signum).name)
+                self.exit_code = EXIT_OK
+                os._exit(EXIT_OK)
+            logger.info("Received %s: finishing running tasks, then stopping", signal.Signals(signum).name)
+            self.request_stop(EXIT_OK, signum)
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)

@@ -1,0 +1,85 @@
+"""Settings for the test suite. ``TOOSIMPLEQ_TEST_DB`` picks the database: sqlite (default),
+postgresql or mysql. ``TOOSIMPLEQ_TEST_DB_SUFFIX`` keeps concurrent runs apart on a shared server."""
+
+import os
+import tempfile
+
+DB = os.environ.get("TOOSIMPLEQ_TEST_DB", "sqlite")
+SUFFIX = os.environ.get("TOOSIMPLEQ_TEST_DB_SUFFIX", "")
+# Worker subprocesses started by the tests connect to the test database by this name.
+TEST_NAME = os.environ.get("TOOSIMPLEQ_TEST_DB_NAME") or f"test_toosimpleq{SUFFIX}"
+
+if DB == "sqlite":
+    name = os.environ.get("TOOSIMPLEQ_TEST_DB_NAME") or os.path.join(
+        tempfile.gettempdir(), f"toosimpleq-test{SUFFIX}.sqlite3"
+    )
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": name,
+            # A file, not memory: worker subprocesses must see the same database.
+            "TEST": {"NAME": name},
+            "OPTIONS": {"timeout": 30},
+        }
+    }
+elif DB == "postgresql":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "HOST": os.environ.get("PGHOST", "127.0.0.1"),
+            "PORT": os.environ.get("PGPORT", "5432"),
+            "USER": os.environ.get("PGUSER", "postgres"),
+            "NAME": TEST_NAME if os.environ.get("TOOSIMPLEQ_TEST_DB_NAME") else "postgres",
+            "TEST": {"NAME": TEST_NAME},
+        }
+    }
+elif DB == "mysql":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.mysql",
+            "HOST": os.environ.get("MYSQL_HOST", "127.0.0.1"),
+            "PORT": os.environ.get("MYSQL_PORT", "3306"),
+            "USER": os.environ.get("MYSQL_USER", "root"),
+            "PASSWORD": os.environ.get("MYSQL_PASSWORD", ""),
+            "NAME": TEST_NAME if os.environ.get("TOOSIMPLEQ_TEST_DB_NAME") else "test",
+            "TEST": {"NAME": TEST_NAME, "CHARSET": "utf8mb4", "COLLATION": "utf8mb4_bin"},
+            "OPTIONS": {"charset": "utf8mb4"},
+        }
+    }
+else:
+    raise RuntimeError(f"TOOSIMPLEQ_TEST_DB must be sqlite, postgresql or mysql, not {DB!r}")
+
+SECRET_KEY = "tests-only"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django_toosimple_q",
+    "tests.app",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+ROOT_URLCONF = "tests.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+TOOSIMPLEQ_UNKNOWN_TASK_GRACE = 0
