@@ -9,7 +9,7 @@ import signal
 import socket
 import threading
 import traceback
-from concurrent.futures import Future, ThreadPoolExecutor
+import queue
 from typing import Iterable
 
 from django.conf import settings
@@ -67,7 +67,8 @@ class Worker:
         self.stop_signal: int | None = None
         self._stopping = threading.Event()
         self._wake = threading.Event()
-        self._in_flight: dict[Future, TaskExec] = {}
+        self._in_flight: dict[int, TaskExec] = {}
+        self._todo: queue.SimpleQueue[TaskExec | None] = queue.SimpleQueue()
         self._last_heartbeat: datetime.datetime | None = None
         self._last_housekeeping: datetime.datetime | None = None
 
@@ -78,16 +79,24 @@ class Worker:
         self._install_signal_handlers()
         self.status = self._register()
         self._log_start()
-        pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="toosimpleq-task")
+        threads = [
+            threading.Thread(target=self._task_thread, name=f"toosimpleq-task-{i}", daemon=True)
+            for i in range(self.threads)
+        ]
+        for thread in threads:
+            thread.start()
         crash = None
         try:
-            self._loop(pool)
+            self._loop()
         except Exception:  # noqa: BLE001 - record the crash, then report it by the exit code
             crash = traceback.format_exc()
             logger.critical("Worker %s crashed:\n%s", self.label, crash)
             self.exit_code = EXIT_CRASHED
         finally:
-            pool.shutdown(wait=True)
+            for _ in threads:
+                self._todo.put(None)
+            for thread in threads:
+                thread.join()
             self._record_exit(crash)
         return self.exit_code
 
@@ -105,7 +114,7 @@ class Worker:
 
     # -- the loop ----------------------------------------------------------------------------------
 
-    def _loop(self, pool: ThreadPoolExecutor) -> None:
+    def _loop(self) -> None:
         while not self._stopping.is_set():
             now = timezone.now()
             self._heartbeat_if_due(now)
@@ -114,7 +123,8 @@ class Worker:
             free = self.threads - len(self._in_flight)
             claimed = self.engine.claim(self.status, self.selection, free, now)
             for execution in claimed:
-                self._submit(pool, execution)
+                self._in_flight[execution.pk] = execution
+                self._todo.put(execution)
 
             if self.once:
                 self._wait_for_all()
@@ -128,26 +138,23 @@ class Worker:
                 self._wait(self._idle_wait(now))
         self._wait_for_all()
 
-    def _submit(self, pool: ThreadPoolExecutor, execution: TaskExec) -> None:
-        future = pool.submit(self._execute_in_thread, execution)
-        self._in_flight[future] = execution
-        future.add_done_callback(self._on_done)
-
-    def _execute_in_thread(self, execution: TaskExec) -> None:
+    def _task_thread(self) -> None:
+        """Run claimed executions one after the other until told to stop (``None``)."""
         try:
-            execute(execution, self.engine, self.status)
+            while (execution := self._todo.get()) is not None:
+                try:
+                    execute(execution, self.engine, self.status)
+                except Exception:  # noqa: BLE001 - ``execute`` records task failures; this is our own fault
+                    logger.exception("Recording the outcome of execution #%s failed", execution.pk)
+                finally:
+                    self._in_flight.pop(execution.pk, None)
+                    self._wake.set()
+                    # A task that broke its connection must not poison the next one on this thread.
+                    for conn in connections.all():
+                        if conn.connection is not None and not conn.is_usable():
+                            conn.close()
         finally:
-            # A task that broke its connection must not poison the next one on this thread.
-            for conn in connections.all():
-                if conn.connection is not None and not conn.is_usable():
-                    conn.close()
-
-    def _on_done(self, future: Future) -> None:
-        self._in_flight.pop(future, None)
-        if future.exception() is not None:
-            # ``execute`` records task failures itself; this is a fault of our own bookkeeping.
-            logger.error("Recording an execution failed", exc_info=future.exception())
-        self._wake.set()
+            connections.close_all()
 
     def _wait(self, seconds: float) -> None:
         self._wake.wait(max(seconds, 0))

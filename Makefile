@@ -1,0 +1,52 @@
+# The two commands a new user runs: `make demo` and `make test`. Everything else is set up here.
+PYTHON ?= python3
+VENV ?= .venv
+# e.g. `make test DJANGO=4.2` installs Django 4.2.x in the virtualenv
+DJANGO ?=
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+BIN := $(VENV)/bin
+DJANGO_PIN := $(if $(DJANGO),"Django==$(DJANGO).*",)
+
+.PHONY: demo test bench clean system-deps
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed-base: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e . $(DJANGO_PIN)
+	touch $@
+
+# mysqlclient compiles against the MariaDB client library; install it from Debian when we can.
+system-deps:
+	@if ! pkg-config --exists libmariadb 2>/dev/null && ! pkg-config --exists mysqlclient 2>/dev/null; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "Installing libmariadb-dev and pkg-config (needed to build mysqlclient)"; \
+	    (apt-get install -y -q libmariadb-dev pkg-config >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null && apt-get install -y -q libmariadb-dev pkg-config >/dev/null)); \
+	  else echo "libmariadb-dev missing: MariaDB tests will be skipped"; fi; \
+	fi
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed-base | system-deps
+	$(BIN)/pip install -q -e '.[test]' $(DJANGO_PIN) || $(BIN)/pip install -q -e '.[test-nomysql]' $(DJANGO_PIN)
+	touch $@
+
+test: $(VENV)/.installed-test
+	$(BIN)/python tests/run_suites.py $(ARGS)
+
+demo: $(VENV)/.installed-base
+	cd demo && ../$(BIN)/python manage.py migrate --verbosity 0
+	cd demo && ../$(BIN)/python manage.py demo_setup
+	@echo ""
+	@echo "  Demo running: admin at http://$(HOST):$(PORT)/admin/  (login: demo / demo)"
+	@echo "  Stop the web server and the worker with one Ctrl-C."
+	@echo ""
+	cd demo && ../$(BIN)/python run.py $(HOST):$(PORT)
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python bench/run.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) demo/db.sqlite3

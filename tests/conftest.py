@@ -1,0 +1,96 @@
+"""Shared fixtures: real databases, worker subprocesses, polling helpers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.05, message: str = ""):
+    """Poll ``condition`` until it returns something truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {message or condition}")
+        time.sleep(interval)
+
+
+class WorkerProcesses:
+    """Starts ``manage.py worker`` subprocesses on the test database and cleans them up."""
+
+    def __init__(self):
+        self.procs: list[subprocess.Popen] = []
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+        env["TOOSIMPLEQ_TEST_DB_NAME"] = str(connection.settings_dict["NAME"])
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "django", "worker", *args]
+
+    def start(self, *args: str, **kwargs) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            self.command(*args),
+            env=self.env(),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            **kwargs,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            self.command(*args), env=self.env(), cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        )
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+            try:
+                proc.communicate(timeout=10)
+            except Exception:  # noqa: BLE001
+                pass
+
+
+@pytest.fixture
+def workers(transactional_db):
+    procs = WorkerProcesses()
+    yield procs
+    procs.stop_all()
+
+
+@pytest.fixture
+def run_worker(transactional_db):
+    """Run the worker in this process, as the spec's ``call_command("worker", ...)`` does."""
+
+    def run(*args: str) -> None:
+        call_command("worker", *args, verbosity=0)
+
+    return run
+
+
+@pytest.fixture
+def vendor() -> str:
+    return connection.vendor
