@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django_toosimple_q",
+    "django_toosimple_q.contrib.mail",
     "tests.app",
 ]
 MIDDLEWARE = [
@@ -83,3 +84,8 @@ TEMPLATES = [
 ]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 TOOSIMPLEQ_UNKNOWN_TASK_GRACE = 0
+
+# contrib.mail: worker subprocesses deliver to the SMTP server a test starts on loopback.
+EMAIL_HOST = "127.0.0.1"
+EMAIL_PORT = int(os.environ.get("TOOSIMPLEQ_TEST_EMAIL_PORT", "25"))
+EMAIL_TIMEOUT = 10
