@@ -133,6 +133,16 @@ def test_delivery_backend_defaults_to_smtp(settings):
     assert type(delivery_backend()).__module__ == "django.core.mail.backends.smtp"
 
 
+@pytest.mark.skipif(django.VERSION < (6, 1), reason="MAILERS arrived in Django 6.1")
+def test_mailers_aliases(settings):
+    settings.MAILERS = {"default": {"BACKEND": QUEUE_BACKEND}, "deliver": {"BACKEND": LOCMEM}}
+    settings.TOOSIMPLEQ_EMAIL_BACKEND = "deliver"
+    assert EmailMessage("Via mailers", "Body", None, ["a@example.com"]).send() == 1
+    assert mail.outbox == []
+    run_worker()
+    assert [m.subject for m in mail.outbox] == ["Via mailers"]
+
+
 def test_queue_backend_as_delivery_backend_is_refused(settings):
     settings.TOOSIMPLEQ_EMAIL_BACKEND = QUEUE_BACKEND
     settings.TOOSIMPLEQ_EMAIL_RETRIES = 0
