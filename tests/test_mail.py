@@ -286,9 +286,43 @@ def test_retry_settings_are_read_when_queuing(settings):
     settings.TOOSIMPLEQ_EMAIL_RETRIES = 2
     settings.TOOSIMPLEQ_EMAIL_RETRY_DELAY = 5
     send_mail("Custom", "Body", None, ["a@example.com"])
-    defaults, custom = TaskExec.objects.order_by("id")
-    assert (defaults.retries, defaults.retry_delay) == (10, 30.0)
-    assert (custom.retries, custom.retry_delay) == (2, 5.0)
+    settings.TOOSIMPLEQ_EMAIL_QUEUE = "mail"
+    send_mail("Other queue", "Body", None, ["a@example.com"])
+    defaults, custom, other_queue = TaskExec.objects.order_by("id")
+    assert (defaults.queue, defaults.retries, defaults.retry_delay) == ("default", 10, 30.0)
+    assert (custom.queue, custom.retries, custom.retry_delay) == ("default", 2, 5.0)
+    assert other_queue.queue == "mail"
+    call_command("worker", "--until_done", "--queue", "mail", verbosity=0)
+    assert [m.subject for m in mail.outbox] == ["Other queue"]
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [("TOOSIMPLEQ_EMAIL_RETRIES", -1), ("TOOSIMPLEQ_EMAIL_RETRY_DELAY", "soon"), ("TOOSIMPLEQ_EMAIL_QUEUE", "")],
+)
+def test_bad_settings_raise_when_queuing(settings, name, value):
+    setattr(settings, name, value)
+    with pytest.raises(ImproperlyConfigured, match=name):
+        send_mail("Bad", "Body", None, ["a@example.com"])
+    assert TaskExec.objects.count() == 0
+
+
+class PersonalEmail(EmailMessage):
+    """Importable, but its constructor needs an argument, so the worker could not rebuild it."""
+
+    def __init__(self, user):
+        super().__init__(to=[user])
+
+
+def test_message_class_must_be_rebuildable():
+    class LocalEmail(EmailMessage):
+        pass
+
+    with pytest.raises(TypeError, match="cannot be imported"):
+        LocalEmail("Local", "Body", None, ["a@example.com"]).send()
+    with pytest.raises(TypeError, match="constructible without arguments"):
+        PersonalEmail("a@example.com").send()
+    assert TaskExec.objects.count() == 0
 
 
 class ZeroSentBackend(LocmemBackend):

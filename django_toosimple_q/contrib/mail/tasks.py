@@ -1,8 +1,8 @@
 """The delivery task and how emails are queued for it.
 
-Retries are read from the settings each time emails are queued (not when this module is imported),
-so ``TOOSIMPLEQ_EMAIL_RETRIES`` / ``TOOSIMPLEQ_EMAIL_RETRY_DELAY`` take effect without a restart and
-work with ``override_settings``. The worker doubles the delay after each failed attempt.
+The queue and retries are read from the settings each time emails are queued (not when this module
+is imported), so ``TOOSIMPLEQ_EMAIL_QUEUE``, ``TOOSIMPLEQ_EMAIL_RETRIES`` and
+``TOOSIMPLEQ_EMAIL_RETRY_DELAY`` take effect without a restart and work with ``override_settings``. The worker doubles the delay after each failed attempt.
 """
 
 from __future__ import annotations
@@ -92,8 +92,12 @@ def queue_emails(messages: Iterable[EmailMessage]) -> TaskExec:
 
 def queue_message_data(data: list[dict[str, Any]], due: datetime.datetime | None = None) -> TaskExec:
     retries, retry_delay = retry_settings()
+    queue = getattr(settings, "TOOSIMPLEQ_EMAIL_QUEUE", "default")
+    if not isinstance(queue, str) or not queue:
+        raise ImproperlyConfigured(f"TOOSIMPLEQ_EMAIL_QUEUE must be a non-empty queue name, not {queue!r}")
     send_emails.check_call(tuple(data), {})
     execution = send_emails.new_exec(data, {}, due)
+    execution.queue = queue
     execution.retries = retries
     execution.retry_delay = retry_delay
     db = router.db_for_write(TaskExec)
