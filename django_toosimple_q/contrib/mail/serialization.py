@@ -46,7 +46,9 @@ def message_to_data(message: EmailMessage) -> dict[str, Any]:
     try:
         blank = cls()
     except TypeError as exc:
-        raise TypeError(f"Email class {class_path} must be constructible without arguments to be queued: {exc}") from None
+        raise TypeError(
+            f"Email class {class_path} must be constructible without arguments to be queued: {exc}"
+        ) from None
 
     data: dict[str, Any] = {name: _plain(getattr(message, name)) for name in FIELDS}
     if hasattr(message, "alternatives"):

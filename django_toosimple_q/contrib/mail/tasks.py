@@ -2,7 +2,8 @@
 
 The queue and retries are read from the settings each time emails are queued (not when this module
 is imported), so ``TOOSIMPLEQ_EMAIL_QUEUE``, ``TOOSIMPLEQ_EMAIL_RETRIES`` and
-``TOOSIMPLEQ_EMAIL_RETRY_DELAY`` take effect without a restart and work with ``override_settings``. The worker doubles the delay after each failed attempt.
+``TOOSIMPLEQ_EMAIL_RETRY_DELAY`` take effect without a restart and work with ``override_settings``.
+The worker doubles the delay after each failed attempt.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def send_emails(*messages: dict[str, Any]) -> dict[str, Any]:
             raise failures[0][2]
         summary = "\n".join(f"- {m.subject!r} to {m.recipients()}: {exc!r}" for _data, m, exc in failures)
         raise EmailDeliveryError(f"None of the {len(failures)} emails was delivered:\n{summary}") from failures[0][2]
-    retries, retry_delay = retry_settings()
+    _retries, retry_delay = retry_settings()
     due = timezone.now() + datetime.timedelta(seconds=retry_delay)
     follow_up = queue_message_data([data for data, _m, _exc in failures], due=due)
     logger.warning("%s of %s emails failed; queued again as execution #%s", len(failures), len(emails), follow_up.pk)
@@ -112,7 +113,9 @@ def retry_settings() -> tuple[int, float]:
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
         raise ImproperlyConfigured(f"TOOSIMPLEQ_EMAIL_RETRIES must be a whole number >= 0, not {retries!r}")
     if not isinstance(retry_delay, (int, float)) or isinstance(retry_delay, bool) or retry_delay < 0:
-        raise ImproperlyConfigured(f"TOOSIMPLEQ_EMAIL_RETRY_DELAY must be a number of seconds >= 0, not {retry_delay!r}")
+        raise ImproperlyConfigured(
+            f"TOOSIMPLEQ_EMAIL_RETRY_DELAY must be a number of seconds >= 0, not {retry_delay!r}"
+        )
     return retries, float(retry_delay)
 
 
