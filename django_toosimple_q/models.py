@@ -144,6 +144,8 @@ class TaskExec(models.Model):
             StateIndex(state="QUEUED", fields=["-priority", "due", "id"], name="toosimpleq_claim_idx"),
             StateIndex(state="SLEEPING", fields=["due"], name="toosimpleq_sleeping_idx"),
             StateIndex(state="PROCESSING", fields=["worker"], name="toosimpleq_processing_idx"),
+            # Retention deletes, and "finished in the last hours" views, by finish time.
+            models.Index(fields=["finished"], name="toosimpleq_finished_idx"),
         ]
 
     def __str__(self) -> str:

@@ -105,8 +105,8 @@ class Engine:
         worker.last_seen = now
         self.retrying(lambda: WorkerStatus.objects.using(self.db).filter(pk=worker.pk).update(last_seen=now))
 
-    def listener(self, queues_served: Callable[[str], bool], wake: Callable[[], None]):
-        """Something that calls ``wake()`` as soon as a served queue gets work, or None (poll only)."""
+    def listener(self, queues_served: Callable[[str], bool], wake: Callable[[bool], None]):
+        """Something that calls ``wake(sleeping)`` as soon as a served queue gets work, or None (poll only)."""
         return None
 
     # -- waking, claiming --------------------------------------------------------------------------
@@ -218,6 +218,30 @@ class Engine:
                 "e.g. from the app's tasks.py?).",
             )
         )
+
+    # -- retention ---------------------------------------------------------------------------------
+
+    def prune(self, finished_before: datetime.datetime, batch: int = 1000) -> int:
+        """Delete up to ``batch`` executions that finished before the cutoff (small batches keep
+        locks short); also workers that stopped before it. Returns how many executions went."""
+
+        def transact() -> int:
+            with transaction.atomic(using=self.db):
+                ids = list(
+                    self.objects()
+                    .filter(finished__lt=finished_before, state__in=States.finished())
+                    .values_list("id", flat=True)[:batch]
+                )
+                if ids:
+                    self.objects().filter(pk__in=ids).delete()
+                return len(ids)
+
+        deleted = self.retrying(transact)
+        if deleted < batch:
+            self.retrying(
+                lambda: WorkerStatus.objects.using(self.db).filter(stopped__lt=finished_before).delete()
+            )
+        return deleted
 
     # -- interruption and rescue ------------------------------------------------------------------
 

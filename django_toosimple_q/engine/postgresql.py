@@ -38,18 +38,19 @@ class PostgreSQLEngine(Engine):
 
         return self.retrying(run)
 
-    def listener(self, queues_served: Callable[[str], bool], wake: Callable[[], None]) -> Listener | None:
+    def listener(self, queues_served: Callable[[str], bool], wake: Callable[[bool], None]) -> Listener | None:
         return Listener(self, queues_served, wake)
 
 
 class Listener:
-    """A thread holding its own connection in LISTEN mode; calls ``wake()`` when a served queue gets work.
+    """A thread holding its own connection in LISTEN mode; calls ``wake(sleeping)`` when a served queue
+    gets work (``sleeping``: an execution due later, so the worker re-reads when to wake up).
 
     Its connection is separate from Django's (LISTEN needs a session that stays open), so it must
     reach PostgreSQL directly, not through a transaction-pooling PgBouncer.
     """
 
-    def __init__(self, engine: PostgreSQLEngine, queues_served: Callable[[str], bool], wake: Callable[[], None]):
+    def __init__(self, engine: PostgreSQLEngine, queues_served: Callable[[str], bool], wake: Callable[[bool], None]):
         self.engine = engine
         self.queues_served = queues_served
         self.wake = wake
@@ -82,11 +83,12 @@ class Listener:
                     return
                 delay = 0.5
                 # After (re)connecting, work may have been queued while nobody listened.
-                self.wake()
+                self.wake(True)
                 while not self._stop.is_set():
                     for notify in conn.notifies(timeout=1.0):
-                        if self.queues_served(notify.payload):
-                            self.wake()
+                        sleeping = notify.payload.startswith("sleeping ")
+                        if self.queues_served(notify.payload.removeprefix("sleeping ")):
+                            self.wake(sleeping)
             except Exception as exc:  # noqa: BLE001 - the polling tick covers us while we reconnect
                 if self._stop.is_set():
                     break

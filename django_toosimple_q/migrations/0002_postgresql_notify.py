@@ -1,5 +1,6 @@
-"""On PostgreSQL: notify the "toosimpleq" channel (payload: the queue) whenever a row becomes QUEUED,
-so that idle workers listening there claim it at once. Notifications are sent at commit, so a
+"""On PostgreSQL: notify the "toosimpleq" channel whenever a row becomes QUEUED (payload: the queue),
+so that idle workers listening there claim it at once, or is inserted SLEEPING (payload: "sleeping "
+and the queue), so that they re-read when to wake up. Notifications are sent at commit, so a
 rolled-back enqueue wakes nobody. Other databases: nothing to do (workers poll)."""
 
 from django.db import migrations
@@ -7,13 +8,17 @@ from django.db import migrations
 CREATE = """
 CREATE OR REPLACE FUNCTION toosimpleq_notify_queued() RETURNS trigger AS $$
 BEGIN
-    PERFORM pg_notify('toosimpleq', NEW.queue);
+    IF NEW.state = 'SLEEPING' THEN
+        PERFORM pg_notify('toosimpleq', 'sleeping ' || NEW.queue);
+    ELSE
+        PERFORM pg_notify('toosimpleq', NEW.queue);
+    END IF;
     RETURN NULL;
 END
 $$ LANGUAGE plpgsql;
 
 CREATE TRIGGER toosimpleq_notify_inserted AFTER INSERT ON toosimpleq_taskexec
-    FOR EACH ROW WHEN (NEW.state = 'QUEUED') EXECUTE FUNCTION toosimpleq_notify_queued();
+    FOR EACH ROW WHEN (NEW.state IN ('QUEUED', 'SLEEPING')) EXECUTE FUNCTION toosimpleq_notify_queued();
 
 CREATE TRIGGER toosimpleq_notify_updated AFTER UPDATE OF state ON toosimpleq_taskexec
     FOR EACH ROW WHEN (NEW.state = 'QUEUED' AND OLD.state <> 'QUEUED') EXECUTE FUNCTION toosimpleq_notify_queued();

@@ -19,10 +19,10 @@ import time
 import traceback
 from typing import Iterable
 
-from django.conf import settings
-from django.db import InterfaceError, OperationalError, connections, router
+from django.db import InterfaceError, OperationalError, connections
 from django.utils import timezone
 
+from .. import conf
 from ..engine import Selection, get_engine
 from ..models import TaskExec, WorkerStatus
 from ..registry import tasks_registry
@@ -81,7 +81,7 @@ class Worker:
         self.threads = threads
         self.grace = float(grace)
         self.task_timeout = task_timeout
-        self.db = router.db_for_write(TaskExec)
+        self.db = conf.queue_database()
         self.engine = get_engine(self.db)
         self.status: WorkerStatus | None = None
         self.exit_code = EXIT_OK
@@ -91,6 +91,7 @@ class Worker:
         self._stopping = threading.Event()
         self._abandon = threading.Event()
         self._wake = threading.Event()
+        self._reread_sleeping = threading.Event()
         self._grace_deadline: float | None = None
         self._in_flight: dict[int, TaskExec] = {}
         self._todo: queue.SimpleQueue[TaskExec | None] = queue.SimpleQueue()
@@ -112,7 +113,7 @@ class Worker:
         ]
         for thread in threads:
             thread.start()
-        listener = self.engine.listener(self._serves, self._wake.set)
+        listener = self.engine.listener(self._serves, self._notified)
         if listener is not None:
             listener.start()
         crash = None
@@ -182,7 +183,8 @@ class Worker:
         """
         now = timezone.now()
         self._heartbeat_if_due(now)
-        if self._duties_due is None or now >= self._duties_due:
+        if self._duties_due is None or now >= self._duties_due or self._reread_sleeping.is_set():
+            self._reread_sleeping.clear()
             self._duties(now)
         free = self.threads - len(self._in_flight)
         claimed = self.engine.claim(self.status, self.selection, free, now) if free > 0 else []
@@ -202,6 +204,12 @@ class Worker:
             # Idle: until the next duties (tick or sleeping execution due), a free slot, or a notification.
             self._wait(min(self._seconds_until_heartbeat(), (self._duties_due - timezone.now()).total_seconds()))
         return True
+
+    def _notified(self, sleeping: bool) -> None:
+        """Called by the listener thread: a served queue got work."""
+        if sleeping:
+            self._reread_sleeping.set()  # re-read when the next sleeping execution is due
+        self._wake.set()
 
     def _serves(self, queue_name: str) -> bool:
         if self.queues:
@@ -330,8 +338,8 @@ class Worker:
                 )
 
     def _housekeeping(self, now: datetime.datetime, live: list[WorkerStatus]) -> None:
-        """Invalidate executions of tasks that no online worker knows."""
-        grace = getattr(settings, "TOOSIMPLEQ_UNKNOWN_TASK_GRACE", 60)
+        """Invalidate executions of tasks that no online worker knows; delete old finished ones."""
+        grace = conf.unknown_task_grace()
         known = set(tasks_registry)
         for worker in live:
             if worker.is_fresh(now):
@@ -339,6 +347,18 @@ class Worker:
         count = self.engine.invalidate_unknown(known, now - datetime.timedelta(seconds=grace), now)
         if count:
             logger.warning("Marked %s execution(s) INVALID: no online worker has their task registered", count)
+        keep = conf.delete_finished_after()
+        if keep is not None:
+            # Small batches, for at most about a second per housekeeping round.
+            deadline = time.monotonic() + 1.0
+            deleted = 0
+            while time.monotonic() < deadline and not self._stopping.is_set():
+                batch = self.engine.prune(now - keep)
+                deleted += batch
+                if batch == 0:
+                    break
+            if deleted:
+                logger.info("Deleted %s execution(s) finished more than %s ago", deleted, keep)
 
     # -- start and exit ----------------------------------------------------------------------------
 
