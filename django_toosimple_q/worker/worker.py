@@ -18,8 +18,9 @@ from django.utils import timezone
 
 from ..engine import Selection, get_engine
 from ..models import TaskExec, WorkerStatus
-from ..registry import tasks_registry
+from ..registry import schedules_registry, tasks_registry
 from .executor import execute
+from .scheduler import Scheduler
 
 logger = logging.getLogger("django_toosimple_q.worker")
 
@@ -41,6 +42,7 @@ class Worker:
         label: str = "worker-{pid}",
         timeout: float = 120.0,
         threads: int = 1,
+        no_schedules: bool = False,
     ):
         self.queues = sorted(set(queues))
         self.excluded_queues = sorted(set(excluded_queues))
@@ -71,6 +73,11 @@ class Worker:
         self._todo: queue.SimpleQueue[TaskExec | None] = queue.SimpleQueue()
         self._last_heartbeat: datetime.datetime | None = None
         self._last_housekeeping: datetime.datetime | None = None
+        # None: this worker never touches schedules (--no_schedules).
+        self.scheduler: Scheduler | None = None
+        if not no_schedules:
+            served = [s for s in schedules_registry.values() if self._serves(s.queue_name)]
+            self.scheduler = Scheduler(self.engine, served)
 
     # -- public ------------------------------------------------------------------------------------
 
@@ -78,7 +85,7 @@ class Worker:
         """Run until done or stopped; return the process exit code."""
         self._install_signal_handlers()
         self.status = self._register()
-        self._log_start()
+        self._log_start()  # the first pass's housekeeping reads the schedules' rows
         threads = [
             threading.Thread(target=self._task_thread, name=f"toosimpleq-task-{i}", daemon=True)
             for i in range(self.threads)
@@ -120,6 +127,8 @@ class Worker:
             self._heartbeat_if_due(now)
             self.engine.wake_sleeping(now)
             self._housekeeping_if_due(now)
+            if self.scheduler:
+                self.scheduler.run_due(now)
             free = self.threads - len(self._in_flight)
             claimed = self.engine.claim(self.status, self.selection, free, now)
             for execution in claimed:
@@ -133,7 +142,7 @@ class Worker:
                 return
             if self._in_flight and len(claimed) == free:
                 # Every slot is busy and there may be more work: wait for a slot, not a tick.
-                self._wait(self._seconds_until_heartbeat())
+                self._wait(min(self._seconds_until_heartbeat(), self._seconds_until_schedule()))
             elif not claimed:
                 self._wait(self._idle_wait(now))
         self._wait_for_all()
@@ -166,11 +175,23 @@ class Worker:
             self._heartbeat_if_due(timezone.now())
 
     def _idle_wait(self, now: datetime.datetime) -> float:
-        wait = self._seconds_until_heartbeat()
+        wait = min(self._seconds_until_heartbeat(), self._seconds_until_schedule())
         next_due = self.engine.next_wake_up()
         if next_due is not None:
             wait = min(wait, (next_due - now).total_seconds())
         return wait
+
+    def _seconds_until_schedule(self) -> float:
+        """Until the next occurrence of a schedule: a long tick must not make it late."""
+        next_due = self.scheduler.next_wake_up() if self.scheduler else None
+        if next_due is None:
+            return float("inf")
+        return max((next_due - timezone.now()).total_seconds(), 0.0)
+
+    def _serves(self, queue_name: str) -> bool:
+        if self.queues:
+            return queue_name in self.queues
+        return queue_name not in self.excluded_queues
 
     # -- periodic duties ---------------------------------------------------------------------------
 
@@ -193,12 +214,20 @@ class Worker:
             return
         self._last_housekeeping = now
         grace = getattr(settings, "TOOSIMPLEQ_UNKNOWN_TASK_GRACE", 60)
+        online = list(WorkerStatus.online(now, using=self.db))
         known = set(tasks_registry)
-        for worker in WorkerStatus.online(now, using=self.db):
+        for worker in online:
             known.update(worker.tasks or [])
         count = self.engine.invalidate_unknown(known, now - datetime.timedelta(seconds=grace), now)
         if count:
             logger.warning("Marked %s execution(s) INVALID: no online worker has their task registered", count)
+        if self.scheduler:
+            # Rolling deploys: a schedule only this worker lacks may still be in an older worker's code.
+            known_schedules = set(schedules_registry)
+            for worker in online:
+                known_schedules.update(worker.schedules or [])
+            self.scheduler.invalidate_unknown(known_schedules)
+            self.scheduler.refresh(now)
 
     # -- start and exit ----------------------------------------------------------------------------
 
@@ -212,6 +241,7 @@ class Worker:
             queues=self.queues,
             excluded_queues=self.excluded_queues,
             tasks=sorted(tasks_registry),
+            schedules=sorted(schedules_registry),
             timeout=self.timeout,
             started=now,
             last_seen=now,
@@ -224,14 +254,19 @@ class Worker:
             queues = "every queue except " + ", ".join(self.excluded_queues)
         else:
             queues = "every queue"
+        if self.scheduler is None:
+            schedules = "not run (--no_schedules)"
+        else:
+            schedules = ", ".join(sorted(self.scheduler.schedules)) or "none for these queues"
         logger.info(
-            "Worker %s started (%s, %s thread(s), tick %ss, database %r); tasks: %s",
+            "Worker %s started (%s, %s thread(s), tick %ss, database %r); tasks: %s; schedules: %s",
             self.label,
             queues,
             self.threads,
             self.tick,
             self.db,
             ", ".join(sorted(tasks_registry)) or "none registered",
+            schedules,
         )
 
     def _record_exit(self, crash: str | None) -> None:

@@ -35,3 +35,9 @@ def fail(message="boom"):
 def echo(value):
     print("echo:", value)
     return value
+
+
+# Worker subprocesses of tests/test_schedules.py get their schedules from tests/app/schedules.py,
+# only when asked, so that other tests' workers never see them.
+if os.environ.get("TOOSIMPLEQ_TEST_SCHEDULES"):
+    from . import schedules  # noqa: E402, F401

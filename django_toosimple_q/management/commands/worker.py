@@ -60,6 +60,11 @@ class Command(BaseCommand):
             help="how many tasks this worker runs at once, each in its own thread (default: 1)",
         )
         parser.add_argument(
+            "--no_schedules",
+            action="store_true",
+            help="run tasks but never create executions from schedules",
+        )
+        parser.add_argument(
             "--reload",
             choices=["always", "never"],
             default=None,
@@ -81,6 +86,7 @@ class Command(BaseCommand):
                     label=options["label"],
                     timeout=options["timeout"],
                     threads=options["threads"],
+                    no_schedules=options["no_schedules"],
                 )
             except ValueError as exc:
                 raise CommandError(str(exc)) from None
