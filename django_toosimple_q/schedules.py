@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.db import router
 from django.utils import timezone
 
@@ -72,7 +73,7 @@ class Schedule:
         kwargs = dict(self.kwargs)
         if self.datetime_kwarg:
             kwargs[self.datetime_kwarg] = self.parsed_cron.local(occurrence) if occurrence is not None else None
-        return task.new_exec(self.args, kwargs, due if due is not None else occurrence)
+        return task.new_exec(self.args, kwargs, to_db(due if due is not None else occurrence))
 
     def run_now(self) -> TaskExec:
         """Queue one execution now; see ``run_schedule_now``."""
@@ -80,6 +81,20 @@ class Schedule:
 
     def __repr__(self) -> str:
         return f"<Schedule {self.name} {self.cron!r} -> {self.task_name}>"
+
+
+def to_aware(value: datetime.datetime | None) -> datetime.datetime | None:
+    """A datetime read from the database or ``timezone.now()``, made aware (USE_TZ=False gives naive)."""
+    if value is None or timezone.is_aware(value):
+        return value
+    return timezone.make_aware(value)
+
+
+def to_db(value: datetime.datetime | None) -> datetime.datetime | None:
+    """An aware datetime as Django expects it for the database: naive local time if USE_TZ=False."""
+    if value is None or settings.USE_TZ or timezone.is_naive(value):
+        return value
+    return timezone.make_naive(value)
 
 
 def validate(schedule: Schedule) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
 import signal
 import textwrap
+import time
 import types
 import zoneinfo
 
@@ -52,7 +54,16 @@ def clock():
     """A frozen clock moved by the test: ``clock(datetime)``."""
     traveller = time_machine.travel(utc(2026, 1, 1), tick=False)
     coordinates = traveller.start()
-    yield coordinates.move_to
+
+    def move(moment: datetime.datetime) -> None:
+        # move_to() also sets the process time zone (TZ) to the destination's; keep Django's.
+        zone = os.environ.get("TZ")
+        coordinates.move_to(moment)
+        if zone is not None:
+            os.environ["TZ"] = zone
+            time.tzset()
+
+    yield move
     traveller.stop()
 
 
@@ -231,6 +242,24 @@ def test_datetime_kwarg_is_in_the_schedule_time_zone(clock):
     work()
     run = TaskExec.objects.get()
     assert run.result == "2026-01-05T09:00:00+01:00" and run.due == utc(2026, 1, 5, 8)
+
+
+def test_projects_with_use_tz_false(clock):
+    with override_settings(USE_TZ=False, TIME_ZONE="Europe/Paris"):
+
+        @schedule_task(cron="30 8 * * *", datetime_kwarg="at")
+        @register_task(name="naive_project")
+        def naive_project(at):
+            return at.isoformat()
+
+        clock(utc(2026, 1, 5, 7))
+        work()
+        clock(utc(2026, 1, 5, 7, 30, 1))  # 08:30:01 in Paris
+        work()
+        run = TaskExec.objects.get()
+        assert run.result == "2026-01-05T08:30:00+01:00"
+        assert run.due == datetime.datetime(2026, 1, 5, 8, 30)  # stored as naive local time
+        assert ScheduleExec.objects.get().last_due == datetime.datetime(2026, 1, 5, 8, 30)
 
 
 def test_spec_sample_queues(clock):

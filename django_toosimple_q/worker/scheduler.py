@@ -16,7 +16,7 @@ from django.conf import settings
 
 from ..engine import Engine
 from ..models import ScheduleExec, describe
-from ..schedules import Schedule
+from ..schedules import Schedule, to_aware, to_db
 
 logger = logging.getLogger("django_toosimple_q.scheduler")
 
@@ -39,17 +39,19 @@ class Scheduler:
         from time to time so that changes made elsewhere (e.g. in the admin) are seen."""
         if not self.schedules:
             return
+        now = to_aware(now)
         rows = self.engine.schedule_rows(self.schedules)
         if any(row.state == ScheduleExec.States.INVALID for row in rows.values()):
             self.engine.reactivate_schedules(self.schedules)
         for name, schedule in self.schedules.items():
             row = rows.get(name) or self.engine.ensure_schedule_row(name, self._first_last_due(schedule, now))
-            self.next_due[name] = self._next_due(schedule, row.last_due, now)
+            self.next_due[name] = self._next_due(schedule, to_aware(row.last_due), now)
 
     def next_wake_up(self) -> datetime.datetime | None:
         return min((due for due in self.next_due.values() if due is not None), default=None)
 
     def run_due(self, now: datetime.datetime) -> None:
+        now = to_aware(now)
         for name, due in list(self.next_due.items()):
             if due is not None and due <= now:
                 self._fire(self.schedules[name], now)
@@ -60,12 +62,14 @@ class Scheduler:
         # A lost race means another worker moved the row: read it again (then usually nothing is due).
         for _attempt in range(5):
             row = self.engine.ensure_schedule_row(schedule.name, self._first_last_due(schedule, now))
-            occurrences = self._missed(schedule, row.last_due, now)
+            last_due = to_aware(row.last_due)
+            occurrences = self._missed(schedule, last_due, now)
             if not occurrences:
-                self.next_due[schedule.name] = self._next_due(schedule, row.last_due, now)
+                self.next_due[schedule.name] = self._next_due(schedule, last_due, now)
                 return
             executions = [schedule.new_exec(occurrence) for occurrence in occurrences]
-            saved = self.engine.advance_schedule(schedule.name, row.last_due, occurrences[-1], executions)
+            # The row's own value (not a conversion of it) is what the conditional UPDATE must match.
+            saved = self.engine.advance_schedule(schedule.name, row.last_due, to_db(occurrences[-1]), executions)
             if saved is not None:
                 for execution in saved:
                     logger.info(
@@ -119,7 +123,7 @@ class Scheduler:
     def _first_last_due(self, schedule: Schedule, now: datetime.datetime) -> datetime.datetime | None:
         """``last_due`` of a schedule seen for the first time: now (wait for the next occurrence), or
         None, meaning "never ran" so that the next pass queues one execution."""
-        return None if schedule.run_on_creation else now
+        return None if schedule.run_on_creation else to_db(now)
 
     # -- housekeeping ------------------------------------------------------------------------------
 
