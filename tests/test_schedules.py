@@ -347,6 +347,16 @@ def test_schedule_must_decorate_a_registered_task():
             ...
 
 
+def test_unknown_task_is_refused():
+    from django_toosimple_q.registry import Task
+
+    def unregistered():
+        ...
+
+    with pytest.raises(ConfigurationError, match="Schedule 'ghost' \\(cron '@daily'\\): its task 'ghost' is not registered"):
+        schedule_task(cron="@daily")(Task(func=unregistered, name="ghost"))
+
+
 def test_arguments_the_task_cannot_take_are_refused():
     with pytest.raises(ConfigurationError, match="'target_args'.*cannot be queued"):
         schedule_task(name="target_args", cron="@daily", args=[1])(target)

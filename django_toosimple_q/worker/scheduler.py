@@ -71,18 +71,35 @@ class Scheduler:
             # The row's own value (not a conversion of it) is what the conditional UPDATE must match.
             saved = self.engine.advance_schedule(schedule.name, row.last_due, to_db(occurrences[-1]), executions)
             if saved is not None:
-                for execution in saved:
-                    logger.info(
-                        "Schedule %s queued %s #%s%s due %s",
-                        schedule.name,
-                        execution.task_name,
-                        execution.pk,
-                        describe(tuple(execution.args)),
-                        execution.due.isoformat(),
-                    )
+                self._log_queued(schedule, saved)
                 self.next_due[schedule.name] = self._next_due(schedule, occurrences[-1], now)
                 return
-        logger.warning("Schedule %s: gave up after repeated conflicts; will try again next pass", schedule.name)
+        # Not expected (each conflict means another worker made progress); retry soon, not in a busy loop.
+        logger.warning("Schedule %s: gave up after repeated conflicts; will try again in a second", schedule.name)
+        self.next_due[schedule.name] = now + datetime.timedelta(seconds=1)
+
+    def _log_queued(self, schedule: Schedule, saved: list) -> None:
+        first, last = saved[0], saved[-1]
+        if len(saved) == 1:
+            logger.info(
+                "Schedule %s queued %s #%s%s due %s",
+                schedule.name,
+                first.task_name,
+                first.pk,
+                describe(tuple(first.args)),
+                first.due.isoformat(),
+            )
+        else:
+            logger.info(
+                "Schedule %s queued %s executions of %s (#%s to #%s) due %s to %s",
+                schedule.name,
+                len(saved),
+                first.task_name,
+                first.pk,
+                last.pk,
+                first.due.isoformat(),
+                last.due.isoformat(),
+            )
 
     def _missed(
         self, schedule: Schedule, last_due: datetime.datetime | None, now: datetime.datetime
