@@ -91,7 +91,7 @@ def dues(task_name: str | None = None) -> list[datetime.datetime]:
 
 
 def test_spec_sample_two_named_schedules(clock):
-    my_task = sample(
+    sample(
         """
         @schedule_task(name="afternoon_routine", cron="30 16 * * *", args=['afternoon'])
         @schedule_task(name="morning_routine", cron="30 8 * * *", args=['morning'])
@@ -99,7 +99,7 @@ def test_spec_sample_two_named_schedules(clock):
         def my_task(time_of_day):
             return f"Good {time_of_day} John !"
         """
-    ).my_task
+    )
 
     assert {"afternoon_routine", "morning_routine"} <= set(schedules_registry)
     clock(utc(2026, 1, 5, 7))
@@ -114,14 +114,14 @@ def test_spec_sample_two_named_schedules(clock):
 
 
 def test_spec_sample_run_on_creation(clock):
-    my_task = sample(
+    sample(
         """
         @schedule_task(cron="30 8 * * *", run_on_creation=True)
         @register_task()
         def my_task():
             ...
         """
-    ).my_task
+    )
 
     clock(utc(2026, 1, 5, 12))
     work()
@@ -263,7 +263,7 @@ def test_projects_with_use_tz_false(clock):
 
 
 def test_spec_sample_queues(clock):
-    task = sample(
+    sample(
         """
         @schedule_task(cron="30 8 * * *", queue='scheduler')
         @register_task(queue='worker')
@@ -274,7 +274,7 @@ def test_spec_sample_queues(clock):
         # manage.py worker --queue scheduler
         # manage.py worker --queue worker
         """
-    ).task
+    )
     clock(utc(2026, 1, 5, 8))
     work("--queue", "scheduler")
     clock(utc(2026, 1, 5, 8, 30))
@@ -290,7 +290,7 @@ def test_spec_sample_queues(clock):
 
 
 def test_spec_sample_seconds_field(clock):
-    morning_routine = sample(
+    sample(
         """
         from django_toosimple_q.decorators import register_task, schedule_task
 
@@ -300,7 +300,7 @@ def test_spec_sample_seconds_field(clock):
         def morning_routine():
             return f"15 seconds passed !"
         """
-    ).morning_routine
+    )
 
     clock(utc(2026, 1, 5, 10, 0, 1))
     work()
