@@ -13,6 +13,7 @@ import zoneinfo
 
 import pytest
 import time_machine
+from croniter import croniter
 from collections import Counter
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
@@ -576,6 +577,51 @@ def test_dst_new_york_both_ways():
         "11-01 02:30:00-0500",
         "11-01 03:00:00-0500",
     ]
+
+
+def reference_occurrences(expression, zone, start, end):
+    """The DST rule, checked minute by minute: the slow, obvious definition of what Cron computes."""
+    every_hour = Cron(expression, zone).every_hour
+    found = []
+    moment = start
+    while moment < end:
+        moment += datetime.timedelta(minutes=1)
+        wall = moment.astimezone(zone).replace(tzinfo=None)
+        previous = (moment - datetime.timedelta(minutes=1)).astimezone(zone)
+        if every_hour:
+            if croniter.match(expression, wall):
+                found.append(moment)
+            continue
+        # Fixed hours: an existing wall time fires at its first pass...
+        if croniter.match(expression, wall) and wall.replace(tzinfo=zone, fold=0).astimezone(UTC) == moment:
+            found.append(moment)
+        # ... and wall times skipped by a jump forward fire once, at the jump.
+        if moment.astimezone(zone).utcoffset() > previous.utcoffset() and moment not in found:
+            skipped = previous.replace(tzinfo=None) + datetime.timedelta(minutes=1)
+            while skipped < wall and not croniter.match(expression, skipped):
+                skipped += datetime.timedelta(minutes=1)
+            if skipped < wall:
+                found.append(moment)
+    return found
+
+
+@pytest.mark.parametrize("zone_name", ["Europe/Paris", "Australia/Lord_Howe", "America/Santiago"])
+@pytest.mark.parametrize("expression", ["*/15 * * * *", "30 2 * * *", "*/20 2 * * *", "0 0-3 * * *"])
+def test_dst_rule_matches_a_minute_by_minute_reference(zone_name, expression):
+    """Around every 2026 clock change of zones with 1-hour, 30-minute, and midnight changes."""
+    zone = zoneinfo.ZoneInfo(zone_name)
+    day = utc(2026, 1, 1)
+    while day.year == 2026:
+        if day.astimezone(zone).utcoffset() != (day + datetime.timedelta(days=1)).astimezone(zone).utcoffset():
+            start, end = day - datetime.timedelta(hours=3), day + datetime.timedelta(hours=27)
+            expected = reference_occurrences(expression, zone, start, end)
+            assert list(Cron(expression, zone).occurrences(start, end)) == expected, (zone_name, day)
+            # Asked from any moment, not only from the previous occurrence (e.g. a first sight).
+            cron, moment = Cron(expression, zone), start
+            while moment < expected[-1]:
+                assert cron.next_after(moment) == min(e for e in expected if e > moment), (zone_name, moment)
+                moment += datetime.timedelta(minutes=7, seconds=13)
+        day += datetime.timedelta(days=1)
 
 
 @pytest.mark.parametrize(
