@@ -91,6 +91,25 @@ def dues(task_name: str | None = None) -> list[datetime.datetime]:
 # -- spec samples, verbatim ------------------------------------------------------------------------
 
 
+def test_spec_quickstart_schedule_sample(clock):
+    sample(
+        """
+        from django_toosimple_q.decorators import register_task, schedule_task
+
+        # Register and schedule tasks (each morning at 8:30)
+        @schedule_task(cron="30 8 * * *", args=['John'])
+        @register_task()
+        def morning_routine(name):
+            return f"Good morning {name} !"
+        """
+    )
+    clock(utc(2026, 1, 5, 8))
+    work()
+    clock(utc(2026, 1, 5, 8, 30))
+    work()
+    assert [(e.due, e.result) for e in TaskExec.objects.all()] == [(utc(2026, 1, 5, 8, 30), "Good morning John !")]
+
+
 def test_spec_sample_two_named_schedules(clock):
     sample(
         """
