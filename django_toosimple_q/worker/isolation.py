@@ -20,6 +20,7 @@ from typing import Callable
 
 from django.db import connections
 
+from .._child import child_main
 from ..models import TaskExec, WorkerStatus
 
 logger = logging.getLogger("django_toosimple_q.worker")
@@ -27,33 +28,6 @@ logger = logging.getLogger("django_toosimple_q.worker")
 
 class TimeLimitExceeded(Exception):
     pass
-
-
-def _child_main(conn: Connection, db_names: dict[str, str]) -> None:
-    """Entry point of the child: set Django up once, then run executions sent by the parent."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent worker decides when we stop
-    import django
-
-    django.setup()
-    from django.conf import settings
-
-    # Same databases as the parent, including a test database name set at run time.
-    for alias, name in db_names.items():
-        settings.DATABASES[alias]["NAME"] = name
-    from ..engine import get_engine
-    from .executor import execute
-
-    while True:
-        try:
-            message = conn.recv()
-        except EOFError:
-            return  # the parent is gone
-        if message is None:
-            return
-        execution_pk, worker_pk, db = message
-        execution = TaskExec.objects.using(db).get(pk=execution_pk)
-        execute(execution, get_engine(db), WorkerStatus(pk=worker_pk))
-        conn.send("done")
 
 
 class ChildRunner:
@@ -69,7 +43,7 @@ class ChildRunner:
         parent_end, child_end = context.Pipe()
         db_names = {alias: str(connections[alias].settings_dict["NAME"]) for alias in connections}
         self.process = context.Process(
-            target=_child_main, args=(child_end, db_names), name="toosimpleq-timed-task", daemon=True
+            target=child_main, args=(child_end, db_names), name="toosimpleq-timed-task", daemon=True
         )
         self.process.start()
         child_end.close()
@@ -84,7 +58,7 @@ class ChildRunner:
             try:
                 self.conn.recv()
                 return
-            except EOFError:
+            except (EOFError, OSError):
                 pass  # the child died (e.g. os._exit or a crash in the task)
             self.close(kill=True)
             raise ChildDied(f"The process running the task ended unexpectedly (exit code {self.last_exitcode}).")
