@@ -225,6 +225,7 @@ class WorkerStatus(models.Model):
     queues = TypedJSONField(_("queues"), default=list, help_text=_("Empty means every queue."))
     excluded_queues = TypedJSONField(_("excluded queues"), default=list)
     tasks = TypedJSONField(_("registered tasks"), default=list)
+    schedules = TypedJSONField(_("registered schedules"), default=list)
     timeout = models.FloatField(_("timeout (seconds)"))
     started = models.DateTimeField(_("started"), default=timezone.now)
     last_seen = models.DateTimeField(_("last heartbeat"), default=timezone.now)

@@ -17,6 +17,7 @@ from .conf import queue_database
 
 if TYPE_CHECKING:
     from .models import TaskExec
+    from .schedules import Schedule
 
 logger = logging.getLogger("django_toosimple_q.registry")
 
@@ -229,5 +230,5 @@ class TaskRegistry(dict):
 
 
 tasks_registry: TaskRegistry = TaskRegistry()
-# Filled by the schedules feature (``@schedule_task``).
-schedules_registry: dict[str, Any] = {}
+# Registered schedules by name, filled by ``@schedule_task`` (see ``schedules.register_schedule``).
+schedules_registry: dict[str, Schedule] = {}

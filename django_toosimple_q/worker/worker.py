@@ -25,9 +25,10 @@ from django.utils import timezone
 from .. import conf
 from ..engine import Selection, get_engine
 from ..models import TaskExec, WorkerStatus
-from ..registry import tasks_registry
+from ..registry import schedules_registry, tasks_registry
 from .executor import execute, record_outcome, timeout_of
 from .isolation import ChildDied, ChildRunner, TimeLimitExceeded
+from .scheduler import Scheduler
 
 logger = logging.getLogger("django_toosimple_q.worker")
 States = TaskExec.States
@@ -57,6 +58,7 @@ class Worker:
         threads: int = 1,
         grace: float = DEFAULT_GRACE,
         task_timeout: float | None = None,
+        no_schedules: bool = False,
     ):
         self.queues = sorted(set(queues))
         self.excluded_queues = sorted(set(excluded_queues))
@@ -99,6 +101,11 @@ class Worker:
         self._last_heartbeat: datetime.datetime | None = None
         self._duties_due: datetime.datetime | None = None  # None: at the first pass
         self._last_housekeeping: datetime.datetime | None = None
+        # None: this worker never touches schedules (--no_schedules).
+        self.scheduler: Scheduler | None = None
+        if not no_schedules:
+            served = [s for s in schedules_registry.values() if self._serves(s.queue_name)]
+            self.scheduler = Scheduler(self.engine, served)
 
     # -- public ------------------------------------------------------------------------------------
 
@@ -186,6 +193,8 @@ class Worker:
         if self._duties_due is None or now >= self._duties_due or self._reread_sleeping.is_set():
             self._reread_sleeping.clear()
             self._duties(now)
+        if self.scheduler:
+            self.scheduler.run_due(now)
         free = self.threads - len(self._in_flight)
         claimed = self.engine.claim(self.status, self.selection, free, now) if free > 0 else []
         for execution in claimed:
@@ -199,10 +208,11 @@ class Worker:
             return None
         if self._in_flight and len(claimed) == free:
             # Every slot is busy and there may be more work: wait for a slot, not a tick.
-            self._wait(self._seconds_until_heartbeat())
+            self._wait(min(self._seconds_until_heartbeat(), self._seconds_until_schedule()))
         elif not claimed:
             # Idle: until the next duties (tick or sleeping execution due), a free slot, or a notification.
-            self._wait(min(self._seconds_until_heartbeat(), (self._duties_due - timezone.now()).total_seconds()))
+            until_duties = (self._duties_due - timezone.now()).total_seconds()
+            self._wait(min(self._seconds_until_heartbeat(), until_duties, self._seconds_until_schedule()))
         return True
 
     def _notified(self, sleeping: bool) -> None:
@@ -258,6 +268,13 @@ class Worker:
         while self._in_flight:
             self._wait(self._seconds_until_heartbeat())
             self._heartbeat_if_due(timezone.now())
+
+    def _seconds_until_schedule(self) -> float:
+        """Until the next occurrence of a schedule: a long tick must not make it late."""
+        next_due = self.scheduler.next_wake_up() if self.scheduler else None
+        if next_due is None:
+            return float("inf")
+        return max((next_due - timezone.now()).total_seconds(), 0.0)
 
     # -- stopping ----------------------------------------------------------------------------------
 
@@ -359,6 +376,15 @@ class Worker:
                     break
             if deleted:
                 logger.info("Deleted %s execution(s) finished more than %s ago", deleted, keep)
+        if self.scheduler:
+            # Rolling deploys: a schedule missing from this worker's code may be in an older one's.
+            known_schedules = set(schedules_registry)
+            for worker in live:
+                if worker.is_fresh(now):
+                    known_schedules.update(worker.schedules or [])
+            self.scheduler.invalidate_unknown(known_schedules)
+            # Also the first pass's reading of the schedules' rows; later, it picks up outside changes.
+            self.scheduler.refresh(now)
 
     # -- start and exit ----------------------------------------------------------------------------
 
@@ -372,6 +398,7 @@ class Worker:
             queues=self.queues,
             excluded_queues=self.excluded_queues,
             tasks=sorted(tasks_registry),
+            schedules=sorted(schedules_registry),
             timeout=self.timeout,
             started=now,
             last_seen=now,
@@ -384,14 +411,19 @@ class Worker:
             queues = "every queue except " + ", ".join(self.excluded_queues)
         else:
             queues = "every queue"
+        if self.scheduler is None:
+            schedules = "not run (--no_schedules)"
+        else:
+            schedules = ", ".join(sorted(self.scheduler.schedules)) or "none for these queues"
         logger.info(
-            "Worker %s started (%s, %s thread(s), tick %ss, database %r); tasks: %s",
+            "Worker %s started (%s, %s thread(s), tick %ss, database %r); tasks: %s; schedules: %s",
             self.label,
             queues,
             self.threads,
             self.tick,
             self.db,
             ", ".join(sorted(tasks_registry)) or "none registered",
+            schedules,
         )
 
     def _record_exit(self, crash: str | None) -> None:
