@@ -8,7 +8,7 @@ import traceback
 
 from django.utils import timezone
 
-from .. import serialization
+from .. import serialization, signals
 from ..engine import Engine
 from ..models import TaskExec, WorkerStatus, describe
 from ..registry import tasks_registry
@@ -19,6 +19,11 @@ States = TaskExec.States
 
 
 def execute(execution: TaskExec, engine: Engine, worker: WorkerStatus) -> None:
+    _execute(execution, engine, worker)
+    signals.send(signals.task_finished, execution)
+
+
+def _execute(execution: TaskExec, engine: Engine, worker: WorkerStatus) -> None:
     """Run ``execution`` (already PROCESSING for ``worker``) and write its final state. Never raises
     for anything the task does."""
     task = tasks_registry.get(execution.task_name)
@@ -30,6 +35,7 @@ def execute(execution: TaskExec, engine: Engine, worker: WorkerStatus) -> None:
 
     logger.info("Running %s #%s%s", execution.task_name, execution.pk, describe(tuple(execution.args)))
     error = None
+    signals.send(signals.task_started, execution)
     with capture_output() as output:
         try:
             result = task.func(*execution.args, **execution.kwargs)

@@ -1,0 +1,397 @@
+"""Task executions in the admin: a fast list, a read-only detail page, "requeue" and "cancel"."""
+
+from __future__ import annotations
+
+import datetime
+from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
+from django.db import router, transaction
+from django.db.models import Max, Min, OuterRef, QuerySet, Subquery, TextField
+from django.db.models.functions import Substr
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+
+from ..models import TaskExec, WorkerStatus
+from ..registry import insert_execution, tasks_registry
+from . import display
+from .dashboard import dashboard_view
+
+States = TaskExec.States
+PREVIEW = 60
+#: Columns never read for the list: they can be arbitrarily large.
+HEAVY_FIELDS = ("args", "kwargs", "result", "error", "output")
+#: How many recent executions (by id) the task-name and queue filters look at, besides the registry.
+RECENT_ROWS = 10_000
+
+
+class FastDatesQuerySet(QuerySet):
+    """``datetimes()`` answered by one indexed EXISTS probe per candidate period.
+
+    The admin's date hierarchy asks for the distinct days (or months, years) of the listed rows;
+    the generic query truncates every row's date, which reads the whole table (and on SQLite calls
+    a Python function per row). At most 31 small probes on the ``created`` index do the same work.
+    """
+
+    def datetimes(self, field_name, kind, order="ASC", tzinfo=None, is_dst=None):
+        tz = tzinfo or timezone.get_current_timezone()
+        bounds = self.order_by().aggregate(first=Min(field_name), last=Max(field_name))
+        if bounds["first"] is None:
+            return []
+        first, last = (timezone.localtime(bounds[k], tz) for k in ("first", "last"))
+        starts = []
+        cursor = _truncate(first, kind)
+        while cursor <= last:
+            starts.append(cursor)
+            cursor = _next_period(cursor, kind)
+        found = []
+        for start in starts:
+            end = _next_period(start, kind)
+            if self.filter(**{f"{field_name}__gte": start, f"{field_name}__lt": end}).exists():
+                found.append(start)
+        return found if order == "ASC" else found[::-1]
+
+
+def _truncate(value: datetime.datetime, kind: str) -> datetime.datetime:
+    naive = value.replace(tzinfo=None)
+    if kind == "year":
+        naive = naive.replace(month=1, day=1)
+    elif kind == "month":
+        naive = naive.replace(day=1)
+    naive = naive.replace(hour=0, minute=0, second=0, microsecond=0)
+    return timezone.make_aware(naive, value.tzinfo) if value.tzinfo else naive
+
+
+def _next_period(value: datetime.datetime, kind: str) -> datetime.datetime:
+    naive = value.replace(tzinfo=None)
+    if kind == "year":
+        naive = naive.replace(year=naive.year + 1)
+    elif kind == "month":
+        naive = naive.replace(year=naive.year + naive.month // 12, month=naive.month % 12 + 1)
+    else:
+        naive = naive + datetime.timedelta(days=1)
+    return timezone.make_aware(naive, value.tzinfo) if value.tzinfo else naive
+
+
+class ExecutionChangeList(ChangeList):
+    """The list reads short previews instead of the stored values, and answers date probes fast."""
+
+    def get_queryset(self, request, exclude_parameters=None):
+        qs = super().get_queryset(request, exclude_parameters)
+        qs = qs.defer(*HEAVY_FIELDS, "worker__tasks", "worker__exit_log").annotate(
+            # One character more than shown: tells whether the value was cut.
+            args_preview=Substr("args", 1, PREVIEW + 1, output_field=TextField()),
+            kwargs_preview=Substr("kwargs", 1, PREVIEW + 1, output_field=TextField()),
+            replaces_id=Subquery(
+                TaskExec.objects.filter(replaced_by=OuterRef("pk")).order_by("id").values("id")[:1]
+            ),
+        )
+        return FastDatesQuerySet(model=qs.model, query=qs.query, using=qs._db, hints=qs._hints)
+
+
+# -- filters ----------------------------------------------------------------------------------------
+
+
+class _ValuesFilter(admin.SimpleListFilter):
+    """Choices from the registry and the most recent executions: never a DISTINCT over the whole table."""
+
+    field_name = ""
+
+    def known_values(self) -> set[str]:
+        raise NotImplementedError
+
+    def lookups(self, request, model_admin):
+        values = set(self.known_values())
+        newest = TaskExec.objects.aggregate(newest=Max("id"))["newest"]
+        if newest is not None:
+            recent = TaskExec.objects.filter(id__gt=newest - RECENT_ROWS).order_by()
+            values.update(recent.values_list(self.field_name, flat=True).distinct())
+        if self.value():
+            values.add(self.value())
+        return [(v, v) for v in sorted(values)]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(**{self.field_name: self.value()})
+        return queryset
+
+
+class TaskNameFilter(_ValuesFilter):
+    title = _("task name")
+    parameter_name = "task_name"
+    field_name = "task_name"
+
+    def known_values(self):
+        return set(tasks_registry)
+
+
+class QueueFilter(_ValuesFilter):
+    title = _("queue")
+    parameter_name = "queue"
+    field_name = "queue"
+
+    def known_values(self):
+        return {task.queue_name for task in tasks_registry.values()}
+
+
+class WorkerFilter(admin.SimpleListFilter):
+    """The most recent workers (one row per worker process run accumulates over time)."""
+
+    title = _("worker")
+    parameter_name = "worker"
+    limit = 20
+
+    def lookups(self, request, model_admin):
+        workers = list(WorkerStatus.objects.order_by("-started", "-id").only("id", "label", "host", "pid")[: self.limit])
+        choices = [(str(w.pk), str(w)) for w in workers]
+        if self.value() and self.value() not in {c[0] for c in choices}:
+            choices.append((self.value(), _("worker #%(id)s") % {"id": self.value()}))
+        return choices
+
+    def queryset(self, request, queryset):
+        if self.value():
+            try:
+                return queryset.filter(worker_id=int(self.value()))
+            except ValueError:
+                return queryset.none()
+        return queryset
+
+
+# -- the admin --------------------------------------------------------------------------------------
+
+
+@admin.register(TaskExec)
+class TaskExecAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "task_name",
+        "call_preview",
+        "state_display",
+        "queue",
+        "priority",
+        "due",
+        "started",
+        "finished",
+        "duration_display",
+        "worker_link",
+        "replaces_link",
+        "replaced_by_link",
+    )
+    list_display_links = ("id", "task_name")
+    list_filter = ("state", TaskNameFilter, QueueFilter, WorkerFilter)
+    search_fields = ("task_name",)
+    search_help_text = _("A task name (or part of it), or an execution id such as 42 or #42.")
+    date_hierarchy = "created"
+    # Ordering by anything but the primary key would sort the whole history on each page view.
+    ordering = ("-id",)
+    sortable_by = ("id",)
+    list_select_related = ("worker",)
+    show_full_result_count = False
+    list_per_page = 50
+    actions = ["requeue", "cancel"]
+    fieldsets = (
+        (None, {"fields": ("id", "task_name", "state_display", "queue", "priority", "worker_link")}),
+        (_("Times"), {"fields": ("created", "due", "started", "finished", "duration_display")}),
+        (_("Call"), {"fields": ("args_display", "kwargs_display")}),
+        (_("Outcome"), {"fields": ("result_display", "error_display", "output_display")}),
+        (_("Retries"), {"fields": ("retries", "retry_delay", "replaces_links", "replaced_by_link")}),
+    )
+    readonly_fields = (
+        "id",
+        "task_name",
+        "state_display",
+        "queue",
+        "priority",
+        "worker_link",
+        "created",
+        "due",
+        "started",
+        "finished",
+        "duration_display",
+        "args_display",
+        "kwargs_display",
+        "result_display",
+        "error_display",
+        "output_display",
+        "retries",
+        "retry_delay",
+        "replaces_links",
+        "replaced_by_link",
+    )
+    if hasattr(admin, "ShowFacets"):  # Django >= 5.0: facet counts would scan the table per filter.
+        show_facets = admin.ShowFacets.NEVER
+
+    # -- permissions: read-only for everyone; actions each need their own permission --------------
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_requeue_permission(self, request):
+        return request.user.has_perm(f"{self.opts.app_label}.requeue_taskexec")
+
+    def has_cancel_permission(self, request):
+        return request.user.has_perm(f"{self.opts.app_label}.cancel_taskexec")
+
+    def get_changelist(self, request, **kwargs):
+        return ExecutionChangeList
+
+    def get_urls(self):
+        dashboard = self.admin_site.admin_view(self.dashboard)
+        return [path("dashboard/", dashboard, name="toosimpleq_dashboard"), *super().get_urls()]
+
+    def dashboard(self, request):
+        return dashboard_view(self, request)
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        number = term.lstrip("#")
+        if number.isdigit():
+            return queryset.filter(pk=int(number)), False
+        return super().get_search_results(request, queryset, search_term)
+
+    # -- list columns ---------------------------------------------------------------------------
+
+    @admin.display(description=_("call"))
+    def call_preview(self, obj):
+        args = display.stored_preview(getattr(obj, "args_preview", None), PREVIEW)
+        kwargs = display.stored_preview(getattr(obj, "kwargs_preview", None), PREVIEW)
+        if args in ("[]", "") and kwargs in ("{}", ""):
+            return display.EMPTY
+        return format_html('<code title="{} {}">{} {}</code>', args, kwargs, args, kwargs)
+
+    @admin.display(description=_("state"), ordering="state")
+    def state_display(self, obj):
+        return display.state_badge(obj.state, obj.get_state_display())
+
+    @admin.display(description=_("duration"))
+    def duration_display(self, obj):
+        return display.duration_text(obj.duration)
+
+    @admin.display(description=_("worker"))
+    def worker_link(self, obj):
+        if obj.worker_id is None:
+            return display.EMPTY
+        return display.change_link(WorkerStatus, obj.worker_id, obj.worker)
+
+    @admin.display(description=_("retry of"))
+    def replaces_link(self, obj):
+        replaces_id = getattr(obj, "replaces_id", None)
+        if replaces_id is None:
+            return display.EMPTY
+        return display.change_link(TaskExec, replaces_id, f"#{replaces_id}")
+
+    @admin.display(description=_("replaced by"))
+    def replaced_by_link(self, obj):
+        if obj.replaced_by_id is None:
+            return display.EMPTY
+        return display.change_link(TaskExec, obj.replaced_by_id, f"#{obj.replaced_by_id}")
+
+    # -- detail fields ---------------------------------------------------------------------------
+
+    @admin.display(description=_("positional arguments"))
+    def args_display(self, obj):
+        return display.pretty_value(obj.args)
+
+    @admin.display(description=_("keyword arguments"))
+    def kwargs_display(self, obj):
+        return display.pretty_value(obj.kwargs)
+
+    @admin.display(description=_("result"))
+    def result_display(self, obj):
+        if obj.result is None and obj.state != States.SUCCEEDED:
+            return display.EMPTY
+        return display.pretty_value(obj.result)
+
+    @admin.display(description=_("error"))
+    def error_display(self, obj):
+        return display.pre(obj.error)
+
+    @admin.display(description=_("output"))
+    def output_display(self, obj):
+        return display.pre(obj.output)
+
+    @admin.display(description=_("replaces"))
+    def replaces_links(self, obj):
+        ids = list(TaskExec.objects.filter(replaced_by=obj.pk).order_by("id").values_list("id", flat=True)[:50])
+        if not ids:
+            return display.EMPTY
+        return format_html_join(", ", "{}", ((display.change_link(TaskExec, i, f"#{i}"),) for i in ids))
+
+    # -- actions ---------------------------------------------------------------------------------
+
+    @admin.action(description=_("Requeue: run the same call again"), permissions=["requeue"])
+    def requeue(self, request, queryset):
+        db = router.db_for_write(TaskExec)
+        now = timezone.now()
+        created = []
+        for execution in queryset.defer("result", "error", "output").order_by("id"):
+            task = tasks_registry.get(execution.task_name)
+            retries = task.retries if task is not None else execution.retries
+            retry_delay = task.retry_delay if task is not None else execution.retry_delay
+            with transaction.atomic(using=db):
+                new = insert_execution(execution.make_replacement(now, retries, retry_delay), db)
+                if new.pk != execution.pk:
+                    # Link a finished execution to its rerun, unless a retry already replaced it.
+                    TaskExec.objects.using(db).filter(
+                        pk=execution.pk, state__in=States.finished(), replaced_by__isnull=True
+                    ).update(replaced_by=new)
+            self.log_change(request, execution, _("Requeued as #%(id)s.") % {"id": new.pk})
+            created.append(new.pk)
+        if created:
+            self.message_user(
+                request,
+                ngettext(
+                    "Requeued %(count)d execution: %(ids)s.",
+                    "Requeued %(count)d executions: %(ids)s.",
+                    len(created),
+                )
+                % {"count": len(created), "ids": ", ".join(f"#{pk}" for pk in created)},
+                messages.SUCCESS,
+            )
+
+    @admin.action(description=_("Cancel: never run these waiting executions"), permissions=["cancel"])
+    def cancel(self, request, queryset):
+        db = router.db_for_write(TaskExec)
+        cancelled, skipped = [], 0
+        for pk in queryset.order_by("id").values_list("pk", flat=True):
+            # One conditional UPDATE per row: it cannot cancel a row a worker has just claimed,
+            # and tells exactly which rows were cancelled.
+            done = (
+                TaskExec.objects.using(db)
+                .filter(pk=pk, state__in=States.waiting())
+                .update(state=States.CANCELLED, finished=timezone.now(), unique_key=None)
+            )
+            if done:
+                cancelled.append(pk)
+            else:
+                skipped += 1
+        for execution in TaskExec.objects.using(db).filter(pk__in=cancelled).only("id", "task_name", "state"):
+            self.log_change(request, execution, _("Cancelled."))
+        if cancelled:
+            self.message_user(
+                request,
+                ngettext("Cancelled %(count)d execution.", "Cancelled %(count)d executions.", len(cancelled))
+                % {"count": len(cancelled)},
+                messages.SUCCESS,
+            )
+        if skipped:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d execution was not waiting any more and was left as it is.",
+                    "%(count)d executions were not waiting any more and were left as they are.",
+                    skipped,
+                )
+                % {"count": skipped},
+                messages.WARNING,
+            )
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = dict(extra_context or {})
+        extra_context["dashboard_url"] = reverse(f"{self.admin_site.name}:toosimpleq_dashboard")
+        return super().changelist_view(request, extra_context)

@@ -1,0 +1,115 @@
+"""Worker statuses in the admin: derived state, what each worker runs now, how it ended."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.db.models import Prefetch
+from django.utils import timezone
+from django.utils.html import format_html_join
+from django.utils.translation import gettext_lazy as _
+
+from ..models import TaskExec, WorkerStatus
+from . import display
+
+
+class OnlineFilter(admin.SimpleListFilter):
+    title = _("online")
+    parameter_name = "online"
+
+    def lookups(self, request, model_admin):
+        return [("yes", _("Online")), ("no", _("Offline"))]
+
+    def queryset(self, request, queryset):
+        if self.value() not in ("yes", "no"):
+            return queryset
+        online = WorkerStatus.online(timezone.now()).values("pk")
+        if self.value() == "yes":
+            return queryset.filter(pk__in=online)
+        return queryset.exclude(pk__in=online)
+
+
+@admin.register(WorkerStatus)
+class WorkerStatusAdmin(admin.ModelAdmin):
+    list_display = (
+        "label",
+        "state_display",
+        "host",
+        "pid",
+        "queues_display",
+        "current_executions",
+        "started",
+        "last_seen",
+        "stopped",
+        "exit_code",
+    )
+    list_filter = (OnlineFilter, "host")
+    search_fields = ("label", "host", "=pid")
+    ordering = ("-started", "-id")
+    fields = (
+        "label",
+        "state_display",
+        "host",
+        "pid",
+        "queues_display",
+        "excluded_queues_display",
+        "tasks_display",
+        "timeout",
+        "current_executions",
+        "started",
+        "last_seen",
+        "stopped",
+        "exit_code",
+        "exit_signal",
+        "exit_log_display",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def get_queryset(self, request):
+        running = TaskExec.objects.filter(state=TaskExec.States.PROCESSING).only("id", "task_name", "worker_id")
+        return (
+            super()
+            .get_queryset(request)
+            .defer("exit_log", "tasks")
+            .prefetch_related(Prefetch("executions", queryset=running.order_by("id"), to_attr="running"))
+        )
+
+    @admin.display(description=_("state"))
+    def state_display(self, obj):
+        return display.state_badge(obj.state, WorkerStatus.States(obj.state).label)
+
+    @admin.display(description=_("queues"))
+    def queues_display(self, obj):
+        if obj.queues:
+            return ", ".join(obj.queues)
+        if obj.excluded_queues:
+            return _("all but %(queues)s") % {"queues": ", ".join(obj.excluded_queues)}
+        return _("all")
+
+    @admin.display(description=_("excluded queues"))
+    def excluded_queues_display(self, obj):
+        return ", ".join(obj.excluded_queues or []) or display.EMPTY
+
+    @admin.display(description=_("registered tasks"))
+    def tasks_display(self, obj):
+        return display.pre("\n".join(obj.tasks or []))
+
+    @admin.display(description=_("exit log"))
+    def exit_log_display(self, obj):
+        return display.pre(obj.exit_log)
+
+    @admin.display(description=_("current executions"))
+    def current_executions(self, obj):
+        running = getattr(obj, "running", None)
+        if running is None:  # the detail page: not prefetched
+            running = obj.executions.filter(state=TaskExec.States.PROCESSING).only("id", "task_name").order_by("id")
+        if not running:
+            return display.EMPTY
+        return format_html_join(
+            ", ", "{}", ((display.change_link(TaskExec, e.pk, f"{e.task_name} #{e.pk}"),) for e in running)
+        )
