@@ -59,6 +59,8 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    # Serves the admin's CSS/JS to the browser tests (pytest-django's live_server uses it).
+    "django.contrib.staticfiles",
     "django_toosimple_q",
     "tests.app",
 ]
@@ -82,4 +84,5 @@ TEMPLATES = [
     }
 ]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+STATIC_URL = "static/"
 TOOSIMPLEQ_UNKNOWN_TASK_GRACE = 0

@@ -24,7 +24,7 @@ from . import display
 
 HOURS_CHOICES = (1, 3, 6, 12, 24)
 DEFAULT_HOURS = 3
-CHART_WIDTH, CHART_HEIGHT, MARGIN_LEFT, MARGIN_BOTTOM = 900, 220, 48, 24
+CHART_WIDTH, CHART_HEIGHT, MARGIN_LEFT, MARGIN_BOTTOM = 1200, 220, 48, 24
 
 
 def dashboard_view(model_admin, request):
@@ -114,7 +114,7 @@ def throughput_chart(series: list[tuple[datetime.datetime, int]]) -> SafeString:
             ticks.append((f"{MARGIN_LEFT + i * step:.2f}", f"{plot_h + 16}", formats.time_format(local, "H:i")))
     return format_html(
         '<svg class="toosimpleq-chart" role="img" aria-label="{}" viewBox="0 0 {} {}" '
-        'width="100%" preserveAspectRatio="none" style="max-width:{}px;height:auto;font:11px sans-serif">'
+        'width="100%" style="height:auto;font:11px sans-serif">'
         '<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#999"/>'
         '<text x="{}" y="12" text-anchor="end" fill="#666">{}</text>'
         '<text x="{}" y="{}" text-anchor="end" fill="#666">0</text>'
@@ -122,7 +122,6 @@ def throughput_chart(series: list[tuple[datetime.datetime, int]]) -> SafeString:
         _("Executions finished per minute"),
         CHART_WIDTH,
         CHART_HEIGHT,
-        CHART_WIDTH,
         MARGIN_LEFT,
         plot_h,
         CHART_WIDTH,

@@ -7,6 +7,7 @@ import pprint
 from typing import Any
 
 from django.urls import reverse
+from django.utils import formats, timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
@@ -18,8 +19,8 @@ States = TaskExec.States
 
 #: colour and symbol of each state; the symbol keeps the state readable without colour.
 STATE_STYLES: dict[str, tuple[str, str]] = {
-    States.SLEEPING: ("#6c757d", "☾"),
-    States.QUEUED: ("#0b63c5", "⧗"),
+    States.SLEEPING: ("#6c757d", "◌"),
+    States.QUEUED: ("#0b63c5", "○"),
     States.PROCESSING: ("#c25e00", "▶"),
     States.SUCCEEDED: ("#1a7f37", "✔"),
     States.FAILED: ("#c62828", "✘"),
@@ -27,7 +28,7 @@ STATE_STYLES: dict[str, tuple[str, str]] = {
     States.INVALID: ("#7b3fb5", "⊘"),
     States.CANCELLED: ("#6c757d", "■"),
     WorkerStatus.States.ONLINE: ("#1a7f37", "●"),
-    WorkerStatus.States.TIMEDOUT: ("#c25e00", "◌"),
+    WorkerStatus.States.TIMEDOUT: ("#c25e00", "◐"),
     WorkerStatus.States.STOPPED: ("#6c757d", "■"),
     WorkerStatus.States.TERMINATED: ("#b35c00", "⚠"),
     WorkerStatus.States.CRASHED: ("#c62828", "✘"),
@@ -45,6 +46,19 @@ def state_badge(state: str, label: Any) -> SafeString:
         colour,
         symbol,
         label,
+    )
+
+
+def moment(value: datetime.datetime | None) -> SafeString | str:
+    """A compact local time for list columns (the date too unless it is today); the full form on hover."""
+    if value is None:
+        return EMPTY
+    local = timezone.localtime(value)
+    today = timezone.localtime(timezone.now()).date()
+    return format_html(
+        '<span style="white-space:nowrap" title="{}">{}</span>',
+        formats.date_format(local, "Y-m-d H:i:s"),
+        formats.date_format(local, "H:i:s" if local.date() == today else "Y-m-d H:i"),
     )
 
 

@@ -171,9 +171,9 @@ class TaskExecAdmin(admin.ModelAdmin):
         "state_display",
         "queue",
         "priority",
-        "due",
-        "started",
-        "finished",
+        "due_display",
+        "started_display",
+        "finished_display",
         "duration_display",
         "worker_link",
         "replaces_link",
@@ -260,13 +260,26 @@ class TaskExecAdmin(admin.ModelAdmin):
     def call_preview(self, obj):
         args = display.stored_preview(getattr(obj, "args_preview", None), PREVIEW)
         kwargs = display.stored_preview(getattr(obj, "kwargs_preview", None), PREVIEW)
-        if args in ("[]", "") and kwargs in ("{}", ""):
+        shown = " ".join(part for part in (args, kwargs) if part not in ("", "[]", "{}"))
+        if not shown:
             return display.EMPTY
-        return format_html('<code title="{} {}">{} {}</code>', args, kwargs, args, kwargs)
+        return format_html("<code>{}</code>", shown)
 
     @admin.display(description=_("state"), ordering="state")
     def state_display(self, obj):
         return display.state_badge(obj.state, obj.get_state_display())
+
+    @admin.display(description=_("due"))
+    def due_display(self, obj):
+        return display.moment(obj.due)
+
+    @admin.display(description=_("started"))
+    def started_display(self, obj):
+        return display.moment(obj.started)
+
+    @admin.display(description=_("finished"))
+    def finished_display(self, obj):
+        return display.moment(obj.finished)
 
     @admin.display(description=_("duration"))
     def duration_display(self, obj):
@@ -276,7 +289,10 @@ class TaskExecAdmin(admin.ModelAdmin):
     def worker_link(self, obj):
         if obj.worker_id is None:
             return display.EMPTY
-        return display.change_link(WorkerStatus, obj.worker_id, obj.worker)
+        worker = obj.worker
+        return format_html(
+            '<span style="white-space:nowrap" title="{}:{}">{}</span>', worker.host, worker.pid, display.change_link(WorkerStatus, worker.pk, worker.label)
+        )
 
     @admin.display(description=_("retry of"))
     def replaces_link(self, obj):
