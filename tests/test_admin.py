@@ -418,3 +418,18 @@ def test_workers_list(admin_client):
     assert "Traceback: oops" in page and 'name="_save"' not in page
     page = admin_client.get(reverse("admin:toosimpleq_workerstatus_change", args=[alive.pk])).content.decode()
     assert detail(running.pk) in page
+
+
+def test_long_lists_are_counted_up_to_a_cap(admin_client, monkeypatch):
+    from django_toosimple_q.admin.executions import CappedPaginator
+
+    monkeypatch.setattr(CappedPaginator, "cap", 3)
+    for _ in range(5):
+        make()
+    response = admin_client.get(LIST)
+    assert "more than 3 task executions" in response.content.decode()
+    assert len(rows(response)) == 5  # one page: the page itself is not capped below list_per_page
+    response = admin_client.get(LIST, {"q": "add"})
+    assert "more than 3 results" in response.content.decode()
+    monkeypatch.setattr(CappedPaginator, "cap", 10)
+    assert "5 task executions" in admin_client.get(LIST).content.decode()

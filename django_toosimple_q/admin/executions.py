@@ -6,7 +6,9 @@ import datetime
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.db import router, transaction
-from django.db.models import Max, Min, OuterRef, QuerySet, Subquery, TextField
+from django.core.paginator import Paginator
+from django.db.models import F, Max, Min, OuterRef, QuerySet, Subquery, TextField
+from django.utils.functional import cached_property
 from django.db.models.functions import Substr
 from django.urls import path, reverse
 from django.utils import timezone
@@ -27,31 +29,51 @@ HEAVY_FIELDS = ("args", "kwargs", "result", "error", "output")
 RECENT_ROWS = 10_000
 
 
-class FastDatesQuerySet(QuerySet):
-    """``datetimes()`` answered by one indexed EXISTS probe per candidate period.
+class ListQuerySet(QuerySet):
+    """The list's queryset: the date hierarchy's questions answered from the ``created`` index.
 
-    The admin's date hierarchy asks for the distinct days (or months, years) of the listed rows;
-    the generic query truncates every row's date, which reads the whole table (and on SQLite calls
-    a Python function per row). At most 31 small probes on the ``created`` index do the same work.
+    The admin's date hierarchy asks for MIN and MAX of the date in one aggregate (which SQLite
+    answers by reading every row) and for the distinct days, months or years of the listed rows
+    (truncating every row's date: a full read, and a Python function per row on SQLite). Ordered
+    single-row lookups and one EXISTS probe per candidate period give the same answers from the index.
     """
+
+    def aggregate(self, *args, **kwargs):
+        if not args and kwargs and all(_plain_min_or_max(e) for e in kwargs.values()):
+            return {key: self._extreme(e) for key, e in kwargs.items()}
+        return super().aggregate(*args, **kwargs)
+
+    def _extreme(self, expression):
+        field = expression.source_expressions[0].name
+        order = field if isinstance(expression, Min) else f"-{field}"
+        rows = self.filter(**{f"{field}__isnull": False}).order_by(order).values_list(field, flat=True)
+        return rows.first()
 
     def datetimes(self, field_name, kind, order="ASC", tzinfo=None, is_dst=None):
         tz = tzinfo or timezone.get_current_timezone()
-        bounds = self.order_by().aggregate(first=Min(field_name), last=Max(field_name))
-        if bounds["first"] is None:
+        first, last = self._extreme(Min(field_name)), self._extreme(Max(field_name))
+        if first is None:
             return []
-        first, last = (timezone.localtime(bounds[k], tz) for k in ("first", "last"))
-        starts = []
-        cursor = _truncate(first, kind)
-        while cursor <= last:
-            starts.append(cursor)
-            cursor = _next_period(cursor, kind)
+        first, last = timezone.localtime(first, tz), timezone.localtime(last, tz)
         found = []
-        for start in starts:
+        start = _truncate(first, kind)
+        while start <= last:
             end = _next_period(start, kind)
             if self.filter(**{f"{field_name}__gte": start, f"{field_name}__lt": end}).exists():
                 found.append(start)
+            start = end
         return found if order == "ASC" else found[::-1]
+
+
+def _plain_min_or_max(expression) -> bool:
+    sources = getattr(expression, "source_expressions", [])
+    return (
+        type(expression) in (Min, Max)
+        and len(sources) == 1
+        and isinstance(sources[0], F)
+        and "__" not in sources[0].name
+        and not getattr(expression, "filter", None)
+    )
 
 
 def _truncate(value: datetime.datetime, kind: str) -> datetime.datetime:
@@ -75,20 +97,56 @@ def _next_period(value: datetime.datetime, kind: str) -> datetime.datetime:
     return timezone.make_aware(naive, value.tzinfo) if value.tzinfo else naive
 
 
+class CappedPaginator(Paginator):
+    """Counts at most ``cap`` rows: an exact count of a long history reads all of it on every page view.
+
+    Beyond the cap the list says "more than ..." and offers the first ``cap`` rows; filters, search
+    and the date hierarchy narrow it down.
+    """
+
+    cap = 10_000
+
+    @cached_property
+    def count(self) -> int:
+        counted = self.object_list[: self.cap + 1].count()
+        self.capped = counted > self.cap
+        return min(counted, self.cap)
+
+    capped = False
+
+
 class ExecutionChangeList(ChangeList):
-    """The list reads short previews instead of the stored values, and answers date probes fast."""
+    """Reads no stored value for the list; previews and retry links come from one query per page."""
 
     def get_queryset(self, request, exclude_parameters=None):
         qs = super().get_queryset(request, exclude_parameters)
-        qs = qs.defer(*HEAVY_FIELDS, "worker__tasks", "worker__exit_log").annotate(
-            # One character more than shown: tells whether the value was cut.
-            args_preview=Substr("args", 1, PREVIEW + 1, output_field=TextField()),
-            kwargs_preview=Substr("kwargs", 1, PREVIEW + 1, output_field=TextField()),
-            replaces_id=Subquery(
-                TaskExec.objects.filter(replaced_by=OuterRef("pk")).order_by("id").values("id")[:1]
-            ),
+        qs = qs.defer(*HEAVY_FIELDS, "worker__tasks", "worker__exit_log")
+        return ListQuerySet(model=qs.model, query=qs.query, using=qs._db, hints=qs._hints)
+
+    def get_results(self, request):
+        super().get_results(request)
+        self.result_list = list(self.result_list)
+        # Annotating the list query itself would compute these for every row matched before the
+        # LIMIT is applied (a sort does that); here they are computed for this page only.
+        extras = (
+            TaskExec.objects.using(self.queryset.db)
+            .filter(pk__in=[e.pk for e in self.result_list])
+            .annotate(
+                # One character more than shown: tells whether the value was cut.
+                args_preview=Substr("args", 1, PREVIEW + 1, output_field=TextField()),
+                kwargs_preview=Substr("kwargs", 1, PREVIEW + 1, output_field=TextField()),
+                replaces_id=Subquery(
+                    TaskExec.objects.filter(replaced_by=OuterRef("pk")).order_by("id").values("id")[:1]
+                ),
+            )
+            .values_list("pk", "args_preview", "kwargs_preview", "replaces_id")
         )
-        return FastDatesQuerySet(model=qs.model, query=qs.query, using=qs._db, hints=qs._hints)
+        by_pk = {pk: rest for pk, *rest in extras}
+        for execution in self.result_list:
+            execution.args_preview, execution.kwargs_preview, execution.replaces_id = by_pk.get(
+                execution.pk, (None, None, None)
+            )
+        self.count_capped = getattr(self.paginator, "capped", False)
 
 
 # -- filters ----------------------------------------------------------------------------------------
@@ -239,6 +297,9 @@ class TaskExecAdmin(admin.ModelAdmin):
 
     def get_changelist(self, request, **kwargs):
         return ExecutionChangeList
+
+    def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
+        return CappedPaginator(queryset, per_page, orphans, allow_empty_first_page)
 
     def get_urls(self):
         dashboard = self.admin_site.admin_view(self.dashboard)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.db.models import Prefetch
+from django.contrib.admin.views.main import ChangeList
 from django.utils import timezone
 from django.utils.html import format_html_join
 from django.utils.translation import gettext_lazy as _
@@ -26,6 +26,31 @@ class OnlineFilter(admin.SimpleListFilter):
         if self.value() == "yes":
             return queryset.filter(pk__in=online)
         return queryset.exclude(pk__in=online)
+
+
+def running_executions(worker_ids: list[int]) -> dict[int, list[TaskExec]]:
+    """PROCESSING executions of these workers, by worker id.
+
+    Selected by state alone (a handful of rows, found by the ``state`` index) and matched to the
+    workers here: a ``worker_id IN (...)`` condition can lead the planner to read every execution
+    those workers ever ran.
+    """
+    wanted = set(worker_ids)
+    found: dict[int, list[TaskExec]] = {}
+    rows = TaskExec.objects.filter(state=TaskExec.States.PROCESSING).only("id", "task_name", "worker_id").order_by("id")
+    for execution in rows:
+        if execution.worker_id in wanted:
+            found.setdefault(execution.worker_id, []).append(execution)
+    return found
+
+
+class WorkerChangeList(ChangeList):
+    def get_results(self, request):
+        super().get_results(request)
+        self.result_list = list(self.result_list)
+        running = running_executions([w.pk for w in self.result_list])
+        for worker in self.result_list:
+            worker.running = running.get(worker.pk, [])
 
 
 @admin.register(WorkerStatus)
@@ -71,13 +96,10 @@ class WorkerStatusAdmin(admin.ModelAdmin):
         return False
 
     def get_queryset(self, request):
-        running = TaskExec.objects.filter(state=TaskExec.States.PROCESSING).only("id", "task_name", "worker_id")
-        return (
-            super()
-            .get_queryset(request)
-            .defer("exit_log", "tasks")
-            .prefetch_related(Prefetch("executions", queryset=running.order_by("id"), to_attr="running"))
-        )
+        return super().get_queryset(request).defer("exit_log", "tasks")
+
+    def get_changelist(self, request, **kwargs):
+        return WorkerChangeList
 
     @admin.display(description=_("state"))
     def state_display(self, obj):
@@ -106,8 +128,8 @@ class WorkerStatusAdmin(admin.ModelAdmin):
     @admin.display(description=_("current executions"))
     def current_executions(self, obj):
         running = getattr(obj, "running", None)
-        if running is None:  # the detail page: not prefetched
-            running = obj.executions.filter(state=TaskExec.States.PROCESSING).only("id", "task_name").order_by("id")
+        if running is None:  # the detail page: not fetched with the list
+            running = running_executions([obj.pk]).get(obj.pk, [])
         if not running:
             return display.EMPTY
         return format_html_join(
