@@ -7,6 +7,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.db import router, transaction
 from django.core.paginator import Paginator
+from django.db.models.sql import AND
 from django.db.models import F, Max, Min, OuterRef, QuerySet, Subquery, TextField
 from django.utils.functional import cached_property
 from django.db.models.functions import Substr
@@ -35,7 +36,7 @@ class ListQuerySet(QuerySet):
     The admin's date hierarchy asks for MIN and MAX of the date in one aggregate (which SQLite
     answers by reading every row) and for the distinct days, months or years of the listed rows
     (truncating every row's date: a full read, and a Python function per row on SQLite). Ordered
-    single-row lookups and one EXISTS probe per candidate period give the same answers from the index.
+    single-row lookups give the same answers from the index.
     """
 
     def aggregate(self, *args, **kwargs):
@@ -45,23 +46,34 @@ class ListQuerySet(QuerySet):
 
     def _extreme(self, expression):
         field = expression.source_expressions[0].name
-        order = field if isinstance(expression, Min) else f"-{field}"
-        rows = self.filter(**{f"{field}__isnull": False}).order_by(order).values_list(field, flat=True)
-        return rows.first()
+        key = (field, isinstance(expression, Min))
+        cache = self.__dict__.setdefault("_extremes", {})
+        if key not in cache:
+            rows = self.order_by(field if key[1] else f"-{field}")
+            if self.model._meta.get_field(field).null:
+                rows = rows.filter(**{f"{field}__isnull": False})
+            cache[key] = rows.values_list(field, flat=True).first()
+        return cache[key]
 
     def datetimes(self, field_name, kind, order="ASC", tzinfo=None, is_dst=None):
+        # A loose index scan: the first row of the next period, then the period after it, ... so
+        # one ordered single-row lookup per period that has rows.
         tz = tzinfo or timezone.get_current_timezone()
-        first, last = self._extreme(Min(field_name)), self._extreme(Max(field_name))
-        if first is None:
-            return []
-        first, last = timezone.localtime(first, tz), timezone.localtime(last, tz)
-        found = []
-        start = _truncate(first, kind)
-        while start <= last:
-            end = _next_period(start, kind)
-            if self.filter(**{f"{field_name}__gte": start, f"{field_name}__lt": end}).exists():
-                found.append(start)
-            start = end
+        found: list[datetime.datetime] = []
+        rows = self
+        while True:
+            first = rows._extreme(Min(field_name))
+            if first is None:
+                break
+            found.append(_truncate(timezone.localtime(first, tz), kind))
+            # The new lower bound first in the WHERE clause: SQLite bounds its index scan with the
+            # first range condition it meets on the column (the list's own date filter comes later).
+            after = self.model._default_manager.using(self.db).filter(
+                **{f"{field_name}__gte": _next_period(found[-1], kind)}
+            )
+            rows = self._chain()
+            rows.query = after.query.chain()
+            rows.query.combine(self.query, AND)
         return found if order == "ASC" else found[::-1]
 
 
@@ -108,7 +120,7 @@ class CappedPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        counted = self.object_list[: self.cap + 1].count()
+        counted = self.object_list.order_by()[: self.cap + 1].count()
         self.capped = counted > self.cap
         return min(counted, self.cap)
 
@@ -242,8 +254,11 @@ class TaskExecAdmin(admin.ModelAdmin):
     search_fields = ("task_name",)
     search_help_text = _("A task name (or part of it), or an execution id such as 42 or #42.")
     date_hierarchy = "created"
-    # Ordering by anything but the primary key would sort the whole history on each page view.
-    ordering = ("-id",)
+    # Newest first along the ``created`` index, which the date hierarchy filters on too: a date
+    # range and this order are then read from one index (SQLite would otherwise sort the whole
+    # range). Other orders would sort the whole history on each page view, hence no sortable columns
+    # besides the id.
+    ordering = ("-created", "-id")
     sortable_by = ("id",)
     list_select_related = ("worker",)
     show_full_result_count = False

@@ -37,8 +37,9 @@ def running_executions(worker_ids: list[int]) -> dict[int, list[TaskExec]]:
     """
     wanted = set(worker_ids)
     found: dict[int, list[TaskExec]] = {}
-    rows = TaskExec.objects.filter(state=TaskExec.States.PROCESSING).only("id", "task_name", "worker_id").order_by("id")
-    for execution in rows:
+    # No ORDER BY: SQLite would then walk the primary key instead of the state index.
+    rows = TaskExec.objects.filter(state=TaskExec.States.PROCESSING).only("id", "task_name", "worker_id").order_by()
+    for execution in sorted(rows, key=lambda e: e.pk):
         if execution.worker_id in wanted:
             found.setdefault(execution.worker_id, []).append(execution)
     return found
