@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 from django.utils import timezone
-from django.utils.html import format_html_join
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from ..models import TaskExec, WorkerStatus
@@ -57,17 +57,18 @@ class WorkerChangeList(ChangeList):
 @admin.register(WorkerStatus)
 class WorkerStatusAdmin(admin.ModelAdmin):
     list_display = (
-        "label",
+        "label_display",
         "state_display",
         "host",
         "pid",
         "queues_display",
         "current_executions",
-        "started",
-        "last_seen",
-        "stopped",
+        "started_display",
+        "last_seen_display",
+        "stopped_display",
         "exit_code",
     )
+    list_display_links = ("label_display",)
     list_filter = (OnlineFilter, "host")
     search_fields = ("label", "host", "=pid")
     ordering = ("-started", "-id")
@@ -101,6 +102,22 @@ class WorkerStatusAdmin(admin.ModelAdmin):
 
     def get_changelist(self, request, **kwargs):
         return WorkerChangeList
+
+    @admin.display(description=_("label"), ordering="label")
+    def label_display(self, obj):
+        return format_html('<span style="white-space:nowrap">{}</span>', obj.label)
+
+    @admin.display(description=_("started"), ordering="started")
+    def started_display(self, obj):
+        return display.moment(obj.started)
+
+    @admin.display(description=_("last heartbeat"), ordering="last_seen")
+    def last_seen_display(self, obj):
+        return display.moment(obj.last_seen)
+
+    @admin.display(description=_("stopped"), ordering="stopped")
+    def stopped_display(self, obj):
+        return display.moment(obj.stopped)
 
     @admin.display(description=_("state"))
     def state_display(self, obj):
