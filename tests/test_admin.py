@@ -433,3 +433,22 @@ def test_long_lists_are_counted_up_to_a_cap(admin_client, monkeypatch):
     assert "more than 3 results" in response.content.decode()
     monkeypatch.setattr(CappedPaginator, "cap", 10)
     assert "5 task executions" in admin_client.get(LIST).content.decode()
+
+
+def test_detail_page_buttons_follow_permissions(login):
+    client = login("view_taskexec", "requeue_taskexec", "cancel_taskexec")
+    queued = make(state=States.QUEUED)
+    done = finished()
+    page = client.get(detail(queued.pk)).content.decode()
+    assert "toosimpleq-requeue" in page and "toosimpleq-cancel" in page
+    page = client.get(detail(done.pk)).content.decode()
+    assert "toosimpleq-requeue" in page and "toosimpleq-cancel" not in page  # only waiting ones
+    # The buttons post to the list's actions.
+    response = client.post(LIST, {"action": "cancel", "_selected_action": [queued.pk], "index": 0}, follow=True)
+    assert "Cancelled 1 execution." in response.content.decode()
+
+
+def test_detail_page_without_action_permissions_has_no_buttons(login):
+    client = login("view_taskexec")
+    page = client.get(detail(make(state=States.QUEUED).pk)).content.decode()
+    assert "toosimpleq-requeue" not in page and "toosimpleq-cancel" not in page

@@ -483,6 +483,19 @@ class TaskExecAdmin(admin.ModelAdmin):
                 messages.WARNING,
             )
 
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        # Requeue/cancel buttons on the detail page post to the list's actions (same checks, same log).
+        extra_context = dict(extra_context or {})
+        execution = self.get_object(request, object_id)
+        extra_context["toosimpleq_actions"] = {
+            "url": reverse(f"{self.admin_site.name}:toosimpleq_taskexec_changelist"),
+            "requeue": self.has_requeue_permission(request),
+            "cancel": self.has_cancel_permission(request)
+            and execution is not None
+            and execution.state in States.waiting(),
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
     def changelist_view(self, request, extra_context=None):
         extra_context = dict(extra_context or {})
         extra_context["dashboard_url"] = reverse(f"{self.admin_site.name}:toosimpleq_dashboard")
