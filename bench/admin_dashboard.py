@@ -76,7 +76,8 @@ def fill_sql(vendor: str, rows: int, workers: list[int]) -> str:
         source = "g"
         big = "'\"' || hex(zeroblob(50000)) || '\"'"
         ts = lambda shift: (  # noqa: E731
-            f"strftime('%Y-%m-%d %H:%M:%f', 'now', '-' || (({rows} - x) * 604800.0 / {rows} + {shift} / 1000.0) || ' seconds')"
+            "strftime('%Y-%m-%d %H:%M:%f', 'now', "
+            f"'-' || (({rows} - x) * 604800.0 / {rows} + {shift} / 1000.0) || ' seconds')"
         )
         worker = f"({workers[0]} + x % {w})"
     state = (
@@ -194,8 +195,11 @@ def time_pages(info: dict, runs: int) -> list[dict]:
                 "slowest_query": slowest[1][:300],
             }
         )
-        print(f"  {name:<34} {results[-1]['median_ms']:>9.1f} ms  (max {results[-1]['max_ms']:.1f}, "
-              f"{results[-1]['queries']} queries, slowest {results[-1]['slowest_query_ms']:.1f} ms)", flush=True)
+        print(
+            f"  {name:<34} {results[-1]['median_ms']:>9.1f} ms  (max {results[-1]['max_ms']:.1f}, "
+            f"{results[-1]['queries']} queries, slowest {results[-1]['slowest_query_ms']:.1f} ms)",
+            flush=True,
+        )
     durations = []
     for _ in range(runs):
         started = time.perf_counter()

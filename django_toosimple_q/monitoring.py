@@ -43,7 +43,10 @@ class MinuteNumber(Func):
     def as_mysql(self, compiler, connection, **extra):
         # Django stores UTC in DATETIME columns: count from the epoch in the same naive terms.
         return super().as_sql(
-            compiler, connection, template="(TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', %(expressions)s) DIV 60)", **extra
+            compiler,
+            connection,
+            template="(TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', %(expressions)s) DIV 60)",
+            **extra,
         )
 
 

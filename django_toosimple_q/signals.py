@@ -26,6 +26,4 @@ def send(signal: Signal, execution) -> None:
     """Send ``signal`` for ``execution``; a failing receiver is logged, never raised."""
     for receiver, outcome in signal.send_robust(sender=type(execution), execution=execution):
         if isinstance(outcome, Exception):
-            logger.error(
-                "Signal receiver %r failed for execution #%s", receiver, execution.pk, exc_info=outcome
-            )
+            logger.error("Signal receiver %r failed for execution #%s", receiver, execution.pk, exc_info=outcome)

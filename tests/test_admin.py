@@ -79,9 +79,7 @@ def rows(response) -> list[int]:
 
 
 def action(client, name: str, *executions: TaskExec):
-    return client.post(
-        LIST, {"action": name, "_selected_action": [e.pk for e in executions], "index": 0}, follow=True
-    )
+    return client.post(LIST, {"action": name, "_selected_action": [e.pk for e in executions], "index": 0}, follow=True)
 
 
 # -- list ----------------------------------------------------------------------------------------
@@ -301,9 +299,11 @@ def test_cancel_cannot_touch_a_claimed_execution(login):
 
 def action_choices(client) -> set[str]:
     html = client.get(LIST).content.decode()
-    return set(re.findall(r'<option value="(\w+)"', html.split('name="action"', 1)[1].split("</select>", 1)[0])) - {
-        ""
-    } if 'name="action"' in html else set()
+    return (
+        set(re.findall(r'<option value="(\w+)"', html.split('name="action"', 1)[1].split("</select>", 1)[0])) - {""}
+        if 'name="action"' in html
+        else set()
+    )
 
 
 @pytest.mark.parametrize(
@@ -312,7 +312,10 @@ def action_choices(client) -> set[str]:
         (("view_taskexec",), set()),
         (("view_taskexec", "requeue_taskexec"), {"requeue"}),
         (("view_taskexec", "cancel_taskexec"), {"cancel"}),
-        (("view_taskexec", "requeue_taskexec", "cancel_taskexec", "delete_taskexec"), {"requeue", "cancel", "delete_selected"}),
+        (
+            ("view_taskexec", "requeue_taskexec", "cancel_taskexec", "delete_taskexec"),
+            {"requeue", "cancel", "delete_selected"},
+        ),
     ],
 )
 def test_actions_need_their_own_permission(login, codenames, expected):
@@ -335,7 +338,13 @@ def test_view_only_user_sees_everything_read_only(login):
     client = login("view_taskexec", "view_workerstatus")
     execution = finished(States.FAILED, error="boom")
     w = worker()
-    for url in (LIST, detail(execution.pk), DASHBOARD, WORKERS, reverse("admin:toosimpleq_workerstatus_change", args=[w.pk])):
+    for url in (
+        LIST,
+        detail(execution.pk),
+        DASHBOARD,
+        WORKERS,
+        reverse("admin:toosimpleq_workerstatus_change", args=[w.pk]),
+    ):
         response = client.get(url)
         assert response.status_code == 200, url
         assert 'name="_save"' not in response.content.decode()
@@ -421,7 +430,7 @@ def test_workers_list(admin_client):
 
 
 def test_long_lists_are_counted_up_to_a_cap(admin_client, monkeypatch):
-    from django_toosimple_q.admin.executions import CappedPaginator
+    from django_toosimple_q.admin.listing import CappedPaginator
 
     monkeypatch.setattr(CappedPaginator, "cap", 3)
     for _ in range(5):

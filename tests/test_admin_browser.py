@@ -113,7 +113,13 @@ def seed() -> dict[str, TaskExec]:
     for i in range(12):
         end = now - datetime.timedelta(minutes=3 * i + 1)
         rows[f"ok{i}"] = TaskExec.objects.create(
-            task_name="add", args=[i, i], result=2 * i, state=States.SUCCEEDED, started=end - datetime.timedelta(seconds=1), finished=end, worker=worker
+            task_name="add",
+            args=[i, i],
+            result=2 * i,
+            state=States.SUCCEEDED,
+            started=end - datetime.timedelta(seconds=1),
+            finished=end,
+            worker=worker,
         )
     rows["failed"] = TaskExec.objects.create(
         task_name="fail",

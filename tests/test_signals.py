@@ -39,7 +39,10 @@ def test_started_and_finished(received):
     ok = add.queue(1, 2)
     bad = fail.queue("nope")
     call_command("worker", "--until_done", verbosity=0)
-    by_pk = {pk: [(kind, state, stamped) for kind, sender, p, state, stamped in received if p == pk] for pk in (ok.pk, bad.pk)}
+    by_pk = {
+        pk: [(kind, state, stamped) for kind, sender, p, state, stamped in received if p == pk]
+        for pk in (ok.pk, bad.pk)
+    }
     assert all(sender is TaskExec for _, sender, *_ in received)
     assert by_pk[ok.pk] == [("started", States.PROCESSING, True), ("finished", States.SUCCEEDED, True)]
     assert by_pk[bad.pk] == [("started", States.PROCESSING, True), ("finished", States.FAILED, True)]

@@ -44,7 +44,9 @@ def test_no_worker_online_exits_1():
 def test_healthy_table():
     online_worker(queues=["mail"])
     now = timezone.now()
-    TaskExec.objects.create(task_name="add", queue="mail", state=States.QUEUED, due=now - datetime.timedelta(seconds=90))
+    TaskExec.objects.create(
+        task_name="add", queue="mail", state=States.QUEUED, due=now - datetime.timedelta(seconds=90)
+    )
     TaskExec.objects.create(task_name="add", state=States.FAILED, finished=now)
     code, text = status()
     assert code == 0, text

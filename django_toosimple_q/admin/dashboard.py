@@ -54,7 +54,9 @@ def dashboard_view(model_admin, request):
     queues = [
         {
             "stats": q,
-            "oldest_wait": display.duration_text(datetime.timedelta(seconds=q.oldest_wait)) if q.ready else display.EMPTY,
+            "oldest_wait": display.duration_text(datetime.timedelta(seconds=q.oldest_wait))
+            if q.ready
+            else display.EMPTY,
             "url": f"{changelist}?queue={q.queue}",
         }
         for q in monitoring.queue_stats(now)
@@ -104,7 +106,9 @@ def throughput_chart(series: list[tuple[datetime.datetime, int]]) -> SafeString:
             "time": formats.time_format(timezone.localtime(minute), "H:i"),
             "count": n,
         }
-        bars.append((f"{MARGIN_LEFT + i * step:.2f}", f"{plot_h - h:.2f}", f"{max(step * 0.85, 0.5):.2f}", f"{h:.2f}", label))
+        bars.append(
+            (f"{MARGIN_LEFT + i * step:.2f}", f"{plot_h - h:.2f}", f"{max(step * 0.85, 0.5):.2f}", f"{h:.2f}", label)
+        )
     # A tick every hour, or every 15 minutes for a one-hour window.
     tick_every = 15 if len(series) <= 60 else 60 if len(series) <= 6 * 60 else 180
     ticks = []

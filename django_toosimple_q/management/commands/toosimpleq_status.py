@@ -76,7 +76,9 @@ class Command(BaseCommand):
         if options["max_wait"] is not None:
             late = [q for q in snap.queues if q.ready and q.oldest_wait > options["max_wait"]]
             for q in late:
-                problems.append(f"queue {q.queue!r} has waited {q.oldest_wait:.0f}s (more than {options['max_wait']:g}s)")
+                problems.append(
+                    f"queue {q.queue!r} has waited {q.oldest_wait:.0f}s (more than {options['max_wait']:g}s)"
+                )
             if late:
                 code |= WAITING_TOO_LONG
         if options["max_failures"] is not None and snap.failures_24h > options["max_failures"]:
