@@ -390,6 +390,11 @@ def test_dashboard(admin_client):
     html = response.content.decode()
     assert "<svg" in html and "2 finished" in html
     assert "10 min" in html
+    # The links lead to the matching executions.
+    recent_failure = TaskExec.objects.get(state=States.FAILED, finished__gte=now - datetime.timedelta(hours=24))
+    assert rows(admin_client.get(ctx["failures_url"])) == [recent_failure.pk]
+    mail_url = next(row["url"] for row in ctx["queues"] if row["stats"].queue == "mail")
+    assert len(rows(admin_client.get(mail_url))) == 2
     assert admin_client.get(DASHBOARD, {"hours": "24"}).context["hours"] == 24
     assert admin_client.get(DASHBOARD, {"hours": "junk"}).context["hours"] == 3
 
@@ -438,6 +443,7 @@ def test_long_lists_are_counted_up_to_a_cap(admin_client, monkeypatch):
     response = admin_client.get(LIST)
     assert "more than 3 task executions" in response.content.decode()
     assert len(rows(response)) == 5  # one page: the page itself is not capped below list_per_page
+    assert "Select all matching executions (more than 3)" in response.content.decode()
     response = admin_client.get(LIST, {"q": "add"})
     assert "more than 3 results" in response.content.decode()
     monkeypatch.setattr(CappedPaginator, "cap", 10)

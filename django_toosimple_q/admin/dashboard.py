@@ -8,6 +8,7 @@ and drawn as inline SVG: no script, no network.
 from __future__ import annotations
 
 import datetime
+from urllib.parse import urlencode
 
 from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
@@ -45,19 +46,21 @@ def dashboard_view(model_admin, request):
         {
             "badge": display.state_badge(value, label),
             "count": counts.get(value, 0),
-            "url": f"{changelist}?state__exact={value}",
+            "url": f"{changelist}?{urlencode({'state__exact': value})}",
         }
         for value, label in TaskExec.States.choices
     ]
     since = now - datetime.timedelta(hours=24)
-    failures_url = f"{changelist}?state__exact={TaskExec.States.FAILED}&finished__gte={since.isoformat()}"
+    failures_url = (
+        f"{changelist}?{urlencode({'state__exact': TaskExec.States.FAILED, 'finished__gte': since.isoformat()})}"
+    )
     queues = [
         {
             "stats": q,
             "oldest_wait": display.duration_text(datetime.timedelta(seconds=q.oldest_wait))
             if q.ready
             else display.EMPTY,
-            "url": f"{changelist}?queue={q.queue}",
+            "url": f"{changelist}?{urlencode({'queue': q.queue})}",
         }
         for q in monitoring.queue_stats(now)
     ]

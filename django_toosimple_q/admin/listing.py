@@ -64,7 +64,9 @@ class ListQuerySet(QuerySet):
             first = rows._extreme(Min(field_name))
             if first is None:
                 break
-            found.append(_truncate(timezone.localtime(first, tz), kind))
+            if timezone.is_aware(first):
+                first = timezone.localtime(first, tz)
+            found.append(_truncate(first, kind))
             # The new lower bound first in the WHERE clause: SQLite bounds its index scan with the
             # first range condition it meets on the column (the list's own date filter comes later).
             after = self.model._default_manager.using(self.db).filter(
@@ -72,7 +74,10 @@ class ListQuerySet(QuerySet):
             )
             rows = self._chain()
             rows.query = after.query.chain()
-            rows.query.combine(self.query, AND)
+            try:
+                rows.query.combine(self.query, AND)
+            except (TypeError, ValueError, AssertionError):  # e.g. a DISTINCT query: plain filter
+                rows = self.filter(**{f"{field_name}__gte": _next_period(found[-1], kind)})
         return found if order == "ASC" else found[::-1]
 
 
