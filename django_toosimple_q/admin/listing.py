@@ -134,8 +134,8 @@ class CappedPaginator(Paginator):
 class ExecutionChangeList(ChangeList):
     """Reads no stored value for the list; previews and retry links come from one query per page."""
 
-    def get_queryset(self, request, exclude_parameters=None):
-        qs = super().get_queryset(request, exclude_parameters)
+    def get_queryset(self, request, *args, **kwargs):  # Django >= 5.0 adds ``exclude_parameters``
+        qs = super().get_queryset(request, *args, **kwargs)
         qs = qs.defer(*HEAVY_FIELDS, "worker__tasks", "worker__exit_log")
         return ListQuerySet(model=qs.model, query=qs.query, using=qs._db, hints=qs._hints)
 
