@@ -15,12 +15,13 @@ def register_task(
     retries: int = 0,
     retry_delay: float = 0,
     unique: bool = False,
+    timeout: float | None = None,
 ) -> Callable[[Callable[..., Any]], Task]:
     """Register a function as a task; the result is still callable and gains ``.queue()``."""
 
     def decorator(func: Callable[..., Any]) -> Task:
         task_name = name if name is not None else default_task_name(func)
-        _check_options(task_name, priority, queue, retries, retry_delay)
+        _check_options(task_name, priority, queue, retries, retry_delay, timeout)
         task = Task(
             func=func,
             name=task_name,
@@ -29,6 +30,7 @@ def register_task(
             retries=retries,
             retry_delay=retry_delay,
             unique=unique,
+            timeout=timeout,
         )
         return tasks_registry.register(task)
 
@@ -45,7 +47,7 @@ def default_task_name(func: Callable[..., Any]) -> str:
     return f"{func.__module__}.{qualname}"
 
 
-def _check_options(name, priority, queue, retries, retry_delay) -> None:
+def _check_options(name, priority, queue, retries, retry_delay, timeout) -> None:
     if not isinstance(name, str) or not name or len(name) > 255:
         raise ConfigurationError(f"Task name {name!r} must be a non-empty string of at most 255 characters")
     if not isinstance(priority, int) or isinstance(priority, bool):
@@ -56,3 +58,5 @@ def _check_options(name, priority, queue, retries, retry_delay) -> None:
         raise ConfigurationError(f"Task {name!r}: retries must be a whole number >= 0, not {retries!r}")
     if not isinstance(retry_delay, (int, float)) or retry_delay < 0:
         raise ConfigurationError(f"Task {name!r}: retry_delay must be a number of seconds >= 0, not {retry_delay!r}")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise ConfigurationError(f"Task {name!r}: timeout must be a number of seconds > 0 or None, not {timeout!r}")

@@ -119,6 +119,7 @@ class TaskExec(models.Model):
     result = TypedJSONField(_("result"), null=True, blank=True)
     error = models.TextField(_("error"), null=True, blank=True)
     output = models.TextField(_("output"), blank=True, default="", help_text=_("What the task printed."))
+    attempt = models.IntegerField(_("attempt"), default=1, help_text=_("1 for the first execution of a call, +1 per replacement."))
     retries = models.IntegerField(_("retries left"), default=0)
     retry_delay = models.FloatField(_("retry delay (seconds)"), default=0)
     replaced_by = models.ForeignKey(
@@ -142,6 +143,7 @@ class TaskExec(models.Model):
         indexes = [
             StateIndex(state="QUEUED", fields=["-priority", "due", "id"], name="toosimpleq_claim_idx"),
             StateIndex(state="SLEEPING", fields=["due"], name="toosimpleq_sleeping_idx"),
+            StateIndex(state="PROCESSING", fields=["worker"], name="toosimpleq_processing_idx"),
             # For the admin and monitoring: counts per state, failures and throughput over a time
             # window (index-only range scans instead of reading the whole history).
             models.Index(fields=["state", "finished"], name="toosimpleq_state_finished_idx"),
@@ -177,6 +179,7 @@ class TaskExec(models.Model):
             due=due,
             created=now,
             state=self.States.SLEEPING if due > now else self.States.QUEUED,
+            attempt=self.attempt + 1,
             retries=retries,
             retry_delay=retry_delay,
             unique_key=serialization.call_fingerprint(self.task_name, self.args, self.kwargs) if unique else None,

@@ -35,6 +35,8 @@ class Task:
     retries: int = 0
     retry_delay: float = 0
     unique: bool = False
+    #: Time limit in seconds; the execution runs in a child process that is killed past it.
+    timeout: float | None = None
     signature: inspect.Signature = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

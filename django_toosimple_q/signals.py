@@ -1,13 +1,15 @@
 """Signals sent by the worker around each execution, for users' own metrics and logs.
 
-Both are sent from the thread that runs the task, with ``sender=TaskExec`` and the execution as
+Both are sent by the worker process (also for executions with a time limit, which run in a child
+process), from the thread that handles the execution, with ``sender=TaskExec`` and the execution as
 ``execution``. Receivers are called with ``send_robust``: an exception in a receiver is logged and
 never changes the outcome of the task or stops the worker.
 
-- ``task_started``: just before the task's function is called (state PROCESSING, ``started`` set).
+- ``task_started``: when the worker starts handling a claimed execution (state PROCESSING,
+  ``started`` and ``worker`` set), just before its function is called.
 - ``task_finished``: after the outcome was written; ``execution.state`` is the final state
-  (SUCCEEDED, FAILED, INVALID, ...) and ``result``/``error``/``finished`` are filled in.
-  An execution found invalid is finished without having been started.
+  (SUCCEEDED, FAILED, INVALID, ...) and ``result``/``error``/``output``/``finished`` are filled in.
+  Not sent when the outcome could not be recorded (the execution is then marked INTERRUPTED).
 """
 
 from __future__ import annotations

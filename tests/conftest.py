@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -25,8 +26,50 @@ def wait_for(condition: Callable[[], object], timeout: float = 30.0, interval: f
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {message or condition}")
+            # ``message`` may be a worker Proc: show what it logged.
+            detail = message.output[-3000:] if isinstance(message, Proc) else message
+            pytest.fail(f"timed out after {timeout}s waiting for {detail or condition}")
         time.sleep(interval)
+
+
+class Proc:
+    """A worker subprocess whose output is collected by a thread, so tests can wait for a log line."""
+
+    def __init__(self, popen: subprocess.Popen):
+        self.popen = popen
+        self.pid = popen.pid
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.popen.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    @property
+    def returncode(self):
+        return self.popen.returncode
+
+    def poll(self):
+        return self.popen.poll()
+
+    def send_signal(self, signum: int) -> None:
+        self.popen.send_signal(signum)
+
+    def wait_output(self, text: str, timeout: float = 30.0) -> None:
+        wait_for(lambda: text in self.output, timeout=timeout, message=f"{text!r} in the worker's output")
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.popen.wait(timeout=timeout)
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, None]:
+        self.popen.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        return self.output, None
 
 
 class WorkerProcesses:
@@ -46,16 +89,16 @@ class WorkerProcesses:
     def command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "django", "worker", *args]
 
-    def start(self, *args: str, **kwargs) -> subprocess.Popen:
-        proc = subprocess.Popen(
+    def start(self, *args: str, env_extra: dict[str, str] | None = None) -> Proc:
+        popen = subprocess.Popen(
             self.command(*args),
-            env=self.env(),
+            env={**self.env(), **(env_extra or {})},
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            **kwargs,
         )
+        proc = Proc(popen)
         self.procs.append(proc)
         return proc
 

@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     # Serves the admin's CSS/JS to the browser tests (pytest-django's live_server uses it).
     "django.contrib.staticfiles",
     "django_toosimple_q",
+    "django_toosimple_q.contrib.mail",
     "tests.app",
 ]
 MIDDLEWARE = [
@@ -86,3 +87,10 @@ TEMPLATES = [
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 STATIC_URL = "static/"
 TOOSIMPLEQ_UNKNOWN_TASK_GRACE = 0
+
+# contrib.mail: a worker subprocess delivers to the SMTP server its test started on loopback.
+# Only set when asked, as Django >= 6.1 warns about the EMAIL_* settings.
+if os.environ.get("TOOSIMPLEQ_TEST_EMAIL_PORT"):
+    EMAIL_HOST = "127.0.0.1"
+    EMAIL_PORT = int(os.environ["TOOSIMPLEQ_TEST_EMAIL_PORT"])
+    EMAIL_TIMEOUT = 10

@@ -9,7 +9,7 @@ from django.core.management import call_command
 
 from django_toosimple_q.models import TaskExec
 from django_toosimple_q.signals import task_finished, task_started
-from tests.app.tasks import add, fail
+from tests.app.tasks import add, fail, sleepy_limited
 
 pytestmark = pytest.mark.django_db(transaction=True)
 States = TaskExec.States
@@ -48,10 +48,33 @@ def test_started_and_finished(received):
     assert by_pk[bad.pk] == [("started", States.PROCESSING, True), ("finished", States.FAILED, True)]
 
 
-def test_invalid_execution_finishes_without_starting(received):
+def test_invalid_execution(received):
     invalid = TaskExec.objects.create(task_name="add", args=[1], kwargs={})  # missing an argument
     call_command("worker", "--until_done", verbosity=0)
-    assert [(kind, state) for kind, _, pk, state, _ in received if pk == invalid.pk] == [("finished", States.INVALID)]
+    assert [(kind, state) for kind, _, pk, state, _ in received if pk == invalid.pk] == [
+        ("started", States.PROCESSING),
+        ("finished", States.INVALID),
+    ]
+
+
+def test_time_limited_execution_runs_in_a_child_and_is_reported_by_the_worker(received):
+    """The outcome is written by the child process; the signal, sent by the worker, carries it."""
+    outcomes = []
+
+    def keep_result(sender, execution, **kwargs):
+        outcomes.append(execution.result)
+
+    task_finished.connect(keep_result)
+    try:
+        execution = sleepy_limited.queue(0)
+        call_command("worker", "--until_done", verbosity=0)
+    finally:
+        task_finished.disconnect(keep_result)
+    assert [(kind, state) for kind, _, pk, state, _ in received if pk == execution.pk] == [
+        ("started", States.PROCESSING),
+        ("finished", States.SUCCEEDED),
+    ]
+    assert outcomes == ["woke up"]
 
 
 def test_failing_receiver_changes_nothing(received):

@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, TypeVar
 
-from django.db import OperationalError, connections, transaction
+from django.db import InterfaceError, OperationalError, connections, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from ..models import TaskExec, WorkerStatus
@@ -50,8 +51,11 @@ class Engine:
     def retrying(self, operation: Callable[[], T], attempts: int = 50) -> T:
         """Run ``operation`` (a statement or a whole transaction) again when the database is busy.
 
-        A statement refused with "database is locked" changed nothing, so running it again is safe.
+        A statement refused with "database is locked" (or a deadlock victim) changed nothing, so
+        running it again is safe.
         """
+        if self.connection.in_atomic_block:
+            return operation()  # inside a transaction: only the outermost caller may run it again
         delay = 0.005
         for attempt in range(attempts):
             try:
@@ -66,6 +70,34 @@ class Engine:
     def is_busy_error(self, exc: Exception) -> bool:
         text = str(exc).lower()
         return "database is locked" in text or "database table is locked" in text or "deadlock" in text
+
+    def persistently(self, operation: Callable[[], T], give_up: Callable[[], bool] = lambda: False) -> T:
+        """Run ``operation`` until the database accepts it, reconnecting after connection faults.
+
+        For writes that must not be lost (an execution's outcome): while the server restarts, wait
+        and try again with back-off, until ``give_up()`` says the caller no longer needs it.
+        """
+        delay = 0.1
+        while True:
+            try:
+                return self.retrying(operation)
+            except (OperationalError, InterfaceError) as exc:
+                if give_up():
+                    raise
+                logger.warning("Database unavailable (%s); trying again in %.1fs", str(exc).strip(), delay)
+                self.reset_connection()
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def reset_connection(self) -> None:
+        """Drop this thread's connection so that the next statement opens a fresh one."""
+        conn = self.connection
+        try:
+            if conn.in_atomic_block:
+                return  # the enclosing transaction owns the connection and will see the error itself
+            conn.close()
+        except Exception:  # noqa: BLE001 - closing a dead connection may fail; it is gone either way
+            conn.connection = None
 
     # -- worker bookkeeping ------------------------------------------------------------------------
 
@@ -178,4 +210,36 @@ class Engine:
                 error="No online worker has this task registered (is the module defining it imported, "
                 "e.g. from the app's tasks.py?).",
             )
+        )
+
+    # -- interruption and rescue ------------------------------------------------------------------
+
+    def interrupt(
+        self, execution: TaskExec, reason: str, now: datetime.datetime, worker: WorkerStatus | None = None
+    ) -> TaskExec | None:
+        """PROCESSING -> INTERRUPTED, with a replacement due now linked by ``replaced_by``.
+
+        A conditional update, so when several workers try at once exactly one succeeds; returns the
+        replacement, or None if the execution was no longer PROCESSING (for ``worker``).
+        """
+
+        def transact() -> TaskExec | None:
+            with transaction.atomic(using=self.db):
+                rows = self.objects().filter(pk=execution.pk, state=States.PROCESSING)
+                if worker is not None:
+                    rows = rows.filter(worker_id=worker.pk)
+                if not rows.update(state=States.INTERRUPTED, finished=now, error=reason, unique_key=None):
+                    return None
+                replacement = self.insert(execution.make_replacement(now, execution.retries, execution.retry_delay))
+                self.objects().filter(pk=execution.pk).update(replaced_by=replacement)
+                execution.state, execution.replaced_by = States.INTERRUPTED, replacement
+                return replacement
+
+        return self.retrying(transact)
+
+    def orphans(self, dead_workers: Iterable[int]) -> list[TaskExec]:
+        """PROCESSING executions whose worker is dead, stopped, or gone."""
+        return list(
+            self.objects().filter(state=States.PROCESSING)
+            .filter(Q(worker_id__in=list(dead_workers)) | Q(worker__stopped__isnull=False) | Q(worker__isnull=True))
         )

@@ -5,77 +5,108 @@ from __future__ import annotations
 import datetime
 import logging
 import traceback
+from typing import Any, Callable
 
 from django.utils import timezone
 
-from .. import serialization, signals
+from .. import serialization
 from ..engine import Engine
 from ..models import TaskExec, WorkerStatus, describe
-from ..registry import tasks_registry
+from ..registry import Task, tasks_registry
 from .capture import capture_output
 
 logger = logging.getLogger("django_toosimple_q.worker")
 States = TaskExec.States
 
 
-def execute(execution: TaskExec, engine: Engine, worker: WorkerStatus) -> None:
-    _execute(execution, engine, worker)
-    signals.send(signals.task_finished, execution)
+def execute(
+    execution: TaskExec, engine: Engine, worker: WorkerStatus, give_up: Callable[[], bool] = lambda: False
+) -> None:
+    """Run ``execution`` (already PROCESSING for ``worker``) here and write its final state.
 
-
-def _execute(execution: TaskExec, engine: Engine, worker: WorkerStatus) -> None:
-    """Run ``execution`` (already PROCESSING for ``worker``) and write its final state. Never raises
-    for anything the task does."""
+    Never raises for anything the task does. The outcome is written persistently (through database
+    restarts) until ``give_up()``: a finished execution must not be left PROCESSING.
+    """
     task = tasks_registry.get(execution.task_name)
-    problem = _invalid_reason(execution, task)
+    problem = invalid_reason(execution, task)
     if problem:
         logger.warning("Execution #%s of %r is invalid: %s", execution.pk, execution.task_name, problem)
-        engine.finish(execution, worker, state=States.INVALID, finished=timezone.now(), error=problem)
+        fields = {"state": States.INVALID, "finished": timezone.now(), "error": problem}
+        engine.persistently(lambda: engine.finish(execution, worker, **fields), give_up)
         return
 
-    logger.info("Running %s #%s%s", execution.task_name, execution.pk, describe(tuple(execution.args)))
+    logger.info("Running %s #%s with %s", execution.task_name, execution.pk, describe(tuple(execution.args)))
     error = None
-    signals.send(signals.task_started, execution)
     with capture_output() as output:
         try:
             result = task.func(*execution.args, **execution.kwargs)
         except BaseException:  # noqa: BLE001 - SystemExit/KeyboardInterrupt raised by a task are its failure
             error = traceback.format_exc()
-    finished = timezone.now()
-    fields = {"finished": finished, "output": output.getvalue()}
-
-    if error is None:
+    fields: dict[str, Any] = {"finished": timezone.now(), "output": output.getvalue()}
+    if error is not None:
+        fields.update(state=States.FAILED, error=error)
+    else:
         try:
             serialization.dumps(result, "the result")
         except serialization.UnstorableValue as exc:
             # The task did run to completion: retrying would repeat its effects for nothing.
-            logger.error("%s #%s returned a value that cannot be stored: %s", execution.task_name, execution.pk, exc)
-            fields.update(state=States.FAILED, error=f"The task ran, but {exc}. Not retried.")
+            fields.update(state=States.FAILED, error=f"The task ran, but {exc}. Not retried.", retry=False)
         else:
             fields.update(state=States.SUCCEEDED, result=result)
-        engine.finish(execution, worker, **fields)
-        logger.info("%s #%s %s", execution.task_name, execution.pk, fields["state"].lower())
-        return
+    record_outcome(execution, engine, worker, fields, give_up)
 
-    fields.update(state=States.FAILED, error=error)
-    if execution.retries > 0:
-        due = finished + datetime.timedelta(seconds=execution.retry_delay)
+
+def record_outcome(
+    execution: TaskExec,
+    engine: Engine,
+    worker: WorkerStatus,
+    fields: dict[str, Any],
+    give_up: Callable[[], bool] = lambda: False,
+) -> None:
+    """Write a final state; a failure with retries left is replaced by a sleeping retry."""
+    may_retry = fields.pop("retry", True)
+    state = fields["state"]
+    if state == States.FAILED and may_retry and execution.retries > 0:
+        due = fields["finished"] + datetime.timedelta(seconds=execution.retry_delay)
         replacement = execution.make_replacement(due, execution.retries - 1, execution.retry_delay * 2)
-        engine.fail_and_retry(execution, worker, replacement, **fields)
+        recorded = engine.persistently(
+            lambda: engine.fail_and_retry(execution, worker, replacement, **fields), give_up
+        )
+        if recorded:
+            logger.warning(
+                "%s #%s failed; retry #%s due at %s (%s retries left):\n%s",
+                execution.task_name,
+                execution.pk,
+                execution.replaced_by_id,
+                due.isoformat(),
+                replacement.retries,
+                fields["error"],
+            )
+    else:
+        recorded = engine.persistently(lambda: engine.finish(execution, worker, **fields), give_up)
+        if recorded and state == States.FAILED:
+            logger.error("%s #%s failed:\n%s", execution.task_name, execution.pk, fields["error"])
+        elif recorded:
+            logger.info("%s #%s %s", execution.task_name, execution.pk, state.lower())
+    if not recorded:
         logger.warning(
-            "%s #%s failed; retry #%s due at %s (%s retries left)",
+            "%s #%s finished (%s) after it was taken from this worker (interrupted or rescued); "
+            "its outcome is not recorded",
             execution.task_name,
             execution.pk,
-            execution.replaced_by_id,
-            due.isoformat(),
-            replacement.retries,
+            state,
         )
-    else:
-        engine.finish(execution, worker, **fields)
-        logger.error("%s #%s failed:\n%s", execution.task_name, execution.pk, error)
 
 
-def _invalid_reason(execution: TaskExec, task) -> str | None:
+def timeout_of(execution: TaskExec, default: float | None) -> float | None:
+    """The time limit of an execution: its task's own ``timeout``, else the worker's default."""
+    task = tasks_registry.get(execution.task_name)
+    if task is not None and task.timeout is not None:
+        return task.timeout
+    return default
+
+
+def invalid_reason(execution: TaskExec, task: Task | None) -> str | None:
     if task is None:
         return f"Task {execution.task_name!r} is not registered in this worker."
     for name in ("args", "kwargs"):

@@ -18,7 +18,7 @@ from typing import Callable
 
 from django.utils import autoreload
 
-from .worker import EXIT_RELOAD, Worker
+from .worker import EXIT_RELOAD, Worker, run_process
 
 logger = logging.getLogger("django_toosimple_q.worker")
 
@@ -39,7 +39,7 @@ def _run_child(worker: Worker) -> int:
 
     reloader.notify_file_changed = on_change
     threading.Thread(target=reloader.run, args=(threading.main_thread(),), daemon=True).start()
-    return worker.run()
+    return run_process(worker)
 
 
 def _run_parent() -> int:

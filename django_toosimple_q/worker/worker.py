@@ -1,32 +1,47 @@
-"""The worker: a plain object whose loop heartbeats, wakes, claims and runs executions."""
+"""The worker: a plain object whose loop heartbeats, wakes, rescues, claims and runs executions.
+
+Threads: the main thread runs the loop (so heartbeats continue while tasks run); each of the
+``threads`` task threads runs claimed executions one at a time, in-process or, for executions with a
+time limit, in its own child process (see ``isolation``).
+"""
 
 from __future__ import annotations
 
 import datetime
 import logging
 import os
+import queue
 import signal
 import socket
+import sys
 import threading
+import time
 import traceback
-import queue
 from typing import Iterable
 
 from django.conf import settings
-from django.db import connections, router
+from django.db import InterfaceError, OperationalError, connections, router
 from django.utils import timezone
 
+from .. import signals
 from ..engine import Selection, get_engine
 from ..models import TaskExec, WorkerStatus
 from ..registry import tasks_registry
-from .executor import execute
+from .executor import execute, record_outcome, timeout_of
+from .isolation import ChildDied, ChildRunner, TimeLimitExceeded
 
 logger = logging.getLogger("django_toosimple_q.worker")
+States = TaskExec.States
 
 #: Exit codes of ``manage.py worker`` (documented in the README).
 EXIT_OK = 0
 EXIT_CRASHED = 1
+EXIT_USAGE = 2  # bad command-line arguments (argparse)
 EXIT_RELOAD = 3  # asks the autoreloading parent to start a fresh child
+
+DEFAULT_TICK = 10.0
+DEFAULT_TIMEOUT = 120.0
+DEFAULT_GRACE = 25.0
 
 
 class Worker:
@@ -35,21 +50,26 @@ class Worker:
         *,
         queues: Iterable[str] = (),
         excluded_queues: Iterable[str] = (),
-        tick: float = 10.0,
+        tick: float = DEFAULT_TICK,
         once: bool = False,
         until_done: bool = False,
         label: str = "worker-{pid}",
-        timeout: float = 120.0,
+        timeout: float = DEFAULT_TIMEOUT,
         threads: int = 1,
+        grace: float = DEFAULT_GRACE,
+        task_timeout: float | None = None,
     ):
         self.queues = sorted(set(queues))
         self.excluded_queues = sorted(set(excluded_queues))
         if self.queues and self.excluded_queues:
             raise ValueError("Give either queues to run or queues to exclude, not both.")
-        if tick <= 0:
-            raise ValueError(f"tick must be a positive number of seconds, not {tick!r}")
-        if timeout <= 0:
-            raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        for name, value in (("tick", tick), ("timeout", timeout)):
+            if value <= 0:
+                raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+        if grace < 0:
+            raise ValueError(f"grace must be a number of seconds >= 0, not {grace!r}")
+        if task_timeout is not None and task_timeout <= 0:
+            raise ValueError(f"task_timeout must be a positive number of seconds, not {task_timeout!r}")
         if threads < 1:
             raise ValueError(f"threads must be at least 1, not {threads!r}")
         if once and until_done:
@@ -60,17 +80,24 @@ class Worker:
         self.label = label.replace("{pid}", str(os.getpid()))
         self.timeout = float(timeout)
         self.threads = threads
+        self.grace = float(grace)
+        self.task_timeout = task_timeout
         self.db = router.db_for_write(TaskExec)
         self.engine = get_engine(self.db)
         self.status: WorkerStatus | None = None
         self.exit_code = EXIT_OK
         self.stop_signal: int | None = None
+        #: True once the worker gave up on executions still running (grace over or second signal).
+        self.abandoned = False
         self._stopping = threading.Event()
+        self._abandon = threading.Event()
         self._wake = threading.Event()
+        self._grace_deadline: float | None = None
         self._in_flight: dict[int, TaskExec] = {}
         self._todo: queue.SimpleQueue[TaskExec | None] = queue.SimpleQueue()
+        self._children: list[ChildRunner] = []
         self._last_heartbeat: datetime.datetime | None = None
-        self._last_housekeeping: datetime.datetime | None = None
+        self._last_invalidation: datetime.datetime | None = None
 
     # -- public ------------------------------------------------------------------------------------
 
@@ -88,24 +115,35 @@ class Worker:
         crash = None
         try:
             self._loop()
+            self._finish_in_flight()
         except Exception:  # noqa: BLE001 - record the crash, then report it by the exit code
             crash = traceback.format_exc()
             logger.critical("Worker %s crashed:\n%s", self.label, crash)
             self.exit_code = EXIT_CRASHED
+            self._stopping.set()
+            self._finish_in_flight()
         finally:
-            for _ in threads:
-                self._todo.put(None)
-            for thread in threads:
-                thread.join()
+            if not self.abandoned:
+                for _ in threads:
+                    self._todo.put(None)
+                for thread in threads:
+                    thread.join()
             self._record_exit(crash)
         return self.exit_code
 
     def request_stop(self, exit_code: int = EXIT_OK, signum: int | None = None) -> None:
-        """Stop claiming; the loop ends once running executions are finished."""
+        """Stop claiming; running executions get ``grace`` seconds to finish, then are interrupted."""
         if signum is not None:
             self.stop_signal = signum
         self.exit_code = exit_code
-        self._stopping.set()
+        if not self._stopping.is_set():
+            self._grace_deadline = time.monotonic() + self.grace
+            self._stopping.set()
+        self._wake.set()
+
+    def request_abandon(self) -> None:
+        """Interrupt running executions now (a second signal)."""
+        self._abandon.set()
         self._wake.set()
 
     @property
@@ -115,37 +153,57 @@ class Worker:
     # -- the loop ----------------------------------------------------------------------------------
 
     def _loop(self) -> None:
+        failures = 0
         while not self._stopping.is_set():
-            now = timezone.now()
-            self._heartbeat_if_due(now)
-            self.engine.wake_sleeping(now)
-            self._housekeeping_if_due(now)
-            free = self.threads - len(self._in_flight)
-            claimed = self.engine.claim(self.status, self.selection, free, now)
-            for execution in claimed:
-                self._in_flight[execution.pk] = execution
-                self._todo.put(execution)
+            try:
+                more = self._pass()
+            except (OperationalError, InterfaceError) as exc:
+                # The database restarted or the connection dropped: back off, reconnect, carry on.
+                failures += 1
+                delay = min(0.25 * 2**failures, max(self.tick, 1.0), 30.0)
+                logger.warning("Database unavailable (%s); retrying in %.1fs", str(exc).strip(), delay)
+                self.engine.reset_connection()
+                self._wait(delay)
+                continue
+            failures = 0
+            if more is None:
+                return
 
-            if self.once:
-                self._wait_for_all()
-                return
-            if self.until_done and not claimed and not self._in_flight:
-                return
-            if self._in_flight and len(claimed) == free:
-                # Every slot is busy and there may be more work: wait for a slot, not a tick.
-                self._wait(self._seconds_until_heartbeat())
-            elif not claimed:
-                self._wait(self._idle_wait(now))
-        self._wait_for_all()
+    def _pass(self) -> bool | None:
+        """One pass of the loop; returns None when the worker is done (``--once``/``--until_done``)."""
+        now = timezone.now()
+        self._heartbeat_if_due(now)
+        self.engine.wake_sleeping(now)
+        self._rescue_and_invalidate(now)
+        free = self.threads - len(self._in_flight)
+        claimed = self.engine.claim(self.status, self.selection, free, now) if free > 0 else []
+        for execution in claimed:
+            self._in_flight[execution.pk] = execution
+            self._todo.put(execution)
+
+        if self.once:
+            self._wait_for_all()
+            return None
+        if self.until_done and not claimed and not self._in_flight:
+            return None
+        if self._in_flight and len(claimed) == free:
+            # Every slot is busy and there may be more work: wait for a slot, not a tick.
+            self._wait(self._seconds_until_heartbeat())
+        elif not claimed:
+            self._wait(self._idle_wait(now))
+        return True
 
     def _task_thread(self) -> None:
         """Run claimed executions one after the other until told to stop (``None``)."""
+        child = ChildRunner()
+        self._children.append(child)
         try:
             while (execution := self._todo.get()) is not None:
                 try:
-                    execute(execution, self.engine, self.status)
-                except Exception:  # noqa: BLE001 - ``execute`` records task failures; this is our own fault
+                    self._run_one(execution, child)
+                except Exception as exc:  # noqa: BLE001 - our own bookkeeping failed, not the task
                     logger.exception("Recording the outcome of execution #%s failed", execution.pk)
+                    self._interrupt_safely(execution, f"The worker could not record the outcome: {exc!r}")
                 finally:
                     self._in_flight.pop(execution.pk, None)
                     self._wake.set()
@@ -154,7 +212,27 @@ class Worker:
                         if conn.connection is not None and not conn.is_usable():
                             conn.close()
         finally:
+            child.close()
             connections.close_all()
+
+    def _run_one(self, execution: TaskExec, child: ChildRunner) -> None:
+        signals.send(signals.task_started, execution)
+        self._execute(execution, child)
+        signals.send(signals.task_finished, execution)
+
+    def _execute(self, execution: TaskExec, child: ChildRunner) -> None:
+        limit = timeout_of(execution, self.task_timeout)
+        if limit is None:
+            execute(execution, self.engine, self.status, give_up=self._abandon.is_set)
+            return
+        try:
+            child.run(execution, self.status, self.db, limit, self._abandon.is_set)
+            if signals.task_finished.has_listeners():  # the child wrote the outcome: read it back
+                execution.refresh_from_db(using=self.db)
+        except (TimeLimitExceeded, ChildDied) as exc:
+            logger.error("%s #%s: %s", execution.task_name, execution.pk, exc)
+            fields = {"state": States.FAILED, "finished": timezone.now(), "error": f"{type(exc).__name__}: {exc}"}
+            record_outcome(execution, self.engine, self.status, fields, give_up=self._abandon.is_set)
 
     def _wait(self, seconds: float) -> None:
         self._wake.wait(max(seconds, 0))
@@ -172,6 +250,43 @@ class Worker:
             wait = min(wait, (next_due - now).total_seconds())
         return wait
 
+    # -- stopping ----------------------------------------------------------------------------------
+
+    def _finish_in_flight(self) -> None:
+        """After a stop: let running executions finish until the grace period ends, then interrupt them."""
+        while self._in_flight and not self._abandon.is_set():
+            remaining = (self._grace_deadline or time.monotonic()) - time.monotonic()
+            if remaining <= 0:
+                break
+            self._wait(min(remaining, self._seconds_until_heartbeat()))
+            self._safely(lambda: self._heartbeat_if_due(timezone.now()))
+        if not self._in_flight:
+            return
+        self.abandoned = True
+        self._abandon.set()
+        reason = (
+            "Interrupted: the worker was stopped again before it finished."
+            if self.stop_signal is not None and self._grace_deadline and time.monotonic() < self._grace_deadline
+            else f"Interrupted: the worker stopped and the task did not finish within the {self.grace:g}s grace period."
+        )
+        for child in self._children:
+            child.close(kill=True)
+        for execution in list(self._in_flight.values()):
+            self._interrupt_safely(execution, reason)
+
+    def _interrupt_safely(self, execution: TaskExec, reason: str) -> None:
+        replacement = self._safely(lambda: self.engine.interrupt(execution, reason, timezone.now(), self.status))
+        if replacement is not None:
+            logger.warning("%s #%s interrupted; replaced by #%s", execution.task_name, execution.pk, replacement.pk)
+
+    def _safely(self, operation):
+        """Bookkeeping on the way out: try hard, but never let it prevent the exit."""
+        try:
+            return self.engine.persistently(operation, give_up=lambda: True)
+        except Exception:  # noqa: BLE001
+            logger.exception("Database bookkeeping failed while stopping; other workers will rescue what is left")
+            return None
+
     # -- periodic duties ---------------------------------------------------------------------------
 
     def _heartbeat_interval(self) -> float:
@@ -186,16 +301,28 @@ class Worker:
             self.engine.heartbeat(self.status, now)
             self._last_heartbeat = now
 
-    def _housekeeping_if_due(self, now: datetime.datetime) -> None:
-        """Duties that need not run every pass: flag executions of tasks no online worker knows."""
-        interval = max(self.tick, 30.0)
-        if self._last_housekeeping and (now - self._last_housekeeping).total_seconds() < interval:
+    def _rescue_and_invalidate(self, now: datetime.datetime) -> None:
+        """Rescue executions of dead workers (every pass is cheap: both tables are small or indexed);
+        invalidate executions of tasks that no online worker knows (at most every 30 s)."""
+        live = list(WorkerStatus.objects.using(self.db).filter(stopped__isnull=True))
+        dead = [w.pk for w in live if not w.is_fresh(now) and w.pk != self.status.pk]
+        for orphan in self.engine.orphans(dead):
+            replacement = self.engine.interrupt(
+                orphan, f"Interrupted: its worker (#{orphan.worker_id}) stopped or stopped responding.", now
+            )
+            if replacement is not None:
+                logger.warning(
+                    "Rescued %s #%s from a dead worker: replaced by #%s", orphan.task_name, orphan.pk, replacement.pk
+                )
+
+        if self._last_invalidation and (now - self._last_invalidation).total_seconds() < max(self.tick, 30.0):
             return
-        self._last_housekeeping = now
+        self._last_invalidation = now
         grace = getattr(settings, "TOOSIMPLEQ_UNKNOWN_TASK_GRACE", 60)
         known = set(tasks_registry)
-        for worker in WorkerStatus.online(now, using=self.db):
-            known.update(worker.tasks or [])
+        for worker in live:
+            if worker.is_fresh(now):
+                known.update(worker.tasks or [])
         count = self.engine.invalidate_unknown(known, now - datetime.timedelta(seconds=grace), now)
         if count:
             logger.warning("Marked %s execution(s) INVALID: no online worker has their task registered", count)
@@ -243,10 +370,7 @@ class Worker:
             fields["exit_log"] = crash[-4000:]
         elif self.stop_signal is not None:
             fields["exit_log"] = f"Stopped by signal {signal.Signals(self.stop_signal).name}."
-        try:
-            WorkerStatus.objects.using(self.db).filter(pk=self.status.pk).update(**fields)
-        except Exception:  # noqa: BLE001 - the database may be what failed
-            logger.exception("Could not record the exit of worker %s", self.label)
+        self._safely(lambda: WorkerStatus.objects.using(self.db).filter(pk=self.status.pk).update(**fields))
         logger.info("Worker %s stopped (exit code %s)", self.label, self.exit_code)
 
     def _install_signal_handlers(self) -> None:
@@ -254,12 +378,25 @@ class Worker:
             return  # only the main thread may set handlers (e.g. a worker driven from a test thread)
 
         def on_signal(signum, frame):
-            if self._stopping.is_set():
-                logger.warning("Second %s: stopping now", signal.Signals(signum).name)
-                self.exit_code = EXIT_OK
-                os._exit(EXIT_OK)
-            logger.info("Received %s: finishing running tasks, then stopping", signal.Signals(signum).name)
+            name = signal.Signals(signum).name
+            if self._stopping.is_set() and self.stop_signal is not None:
+                logger.warning("Second %s: interrupting running tasks and stopping now", name)
+                self.request_abandon()
+                return
+            logger.info("Received %s: finishing running tasks (up to %gs), then stopping", name, self.grace)
             self.request_stop(EXIT_OK, signum)
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+
+
+def run_process(worker: Worker) -> int:
+    """Run ``worker`` as the body of a process: if it had to abandon running tasks, leave at once
+    (their threads cannot be stopped, and their executions are already marked INTERRUPTED)."""
+    code = worker.run()
+    if worker.abandoned:
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(code)
+    return code

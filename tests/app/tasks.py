@@ -14,6 +14,13 @@ def record(key):
     return key
 
 
+@register_task(name="record_with_retries", retries=5, retry_delay=0.1)
+def record_with_retries(key):
+    """Like ``record``, retried when it fails (e.g. its connection was dropped under it)."""
+    Record.objects.create(key=key, pid=os.getpid())
+    return key
+
+
 @register_task(name="sleep_then_record")
 def sleep_then_record(key, seconds):
     time.sleep(seconds)
@@ -35,3 +42,29 @@ def fail(message="boom"):
 def echo(value):
     print("echo:", value)
     return value
+
+
+@register_task(name="sleepy_limited", timeout=1, retries=1, retry_delay=0)
+def sleepy_limited(seconds):
+    time.sleep(seconds)
+    return "woke up"
+
+
+@register_task(name="exits_process", timeout=30)
+def exits_process():
+    os._exit(9)
+
+
+if os.environ.get("TOOSIMPLEQ_TEST_NEW_VERSION"):
+    # Registered only by workers started as "the new version" in rolling-deploy tests.
+    @register_task(name="only_in_new_version")
+    def only_in_new_version():
+        return "new"
+
+
+@register_task(name="chaos_record", retries=10, retry_delay=0.2)
+def chaos_record(key):
+    """Records each run, then works a little (so that kills land while tasks run)."""
+    Record.objects.create(key=key, pid=os.getpid())
+    time.sleep((hash(key) % 20) / 1000)
+    return key

@@ -8,7 +8,8 @@ import sys
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from ...worker import Worker
+from ...worker import Worker, run_process
+from ...worker.worker import DEFAULT_GRACE, DEFAULT_TICK, DEFAULT_TIMEOUT
 from ...worker.reloader import run_with_reloader
 
 
@@ -32,8 +33,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--tick",
             type=float,
-            default=10.0,
-            help="seconds between checks of the database for new tasks/schedules (default: 10)",
+            default=DEFAULT_TICK,
+            help="seconds between checks of the database for new tasks/schedules (default: %(default)s)",
         )
         mode = parser.add_mutually_exclusive_group()
         mode.add_argument("--once", action="store_true", help="run one pass then exit (useful for debugging)")
@@ -50,8 +51,23 @@ class Command(BaseCommand):
         parser.add_argument(
             "--timeout",
             type=float,
-            default=120.0,
-            help="seconds without a heartbeat after which this worker is considered offline (default: 120)",
+            default=DEFAULT_TIMEOUT,
+            help="seconds without a heartbeat after which this worker is considered offline and its running "
+            "tasks are rescued by other workers (default: %(default)s)",
+        )
+        parser.add_argument(
+            "--grace",
+            type=float,
+            default=DEFAULT_GRACE,
+            help="on SIGTERM/SIGINT, seconds running tasks get to finish before they are interrupted and "
+            "replaced (default: %(default)s)",
+        )
+        parser.add_argument(
+            "--task_timeout",
+            type=float,
+            default=None,
+            help="time limit in seconds for tasks that set none themselves; such tasks run in a child "
+            "process that is killed past it (default: no limit)",
         )
         parser.add_argument(
             "--threads",
@@ -81,11 +97,13 @@ class Command(BaseCommand):
                     label=options["label"],
                     timeout=options["timeout"],
                     threads=options["threads"],
+                    grace=options["grace"],
+                    task_timeout=options["task_timeout"],
                 )
             except ValueError as exc:
                 raise CommandError(str(exc)) from None
 
-        code = run_with_reloader(make_worker) if reload == "always" else make_worker().run()
+        code = run_with_reloader(make_worker) if reload == "always" else run_process(make_worker())
         if code:
             sys.exit(code)
 
