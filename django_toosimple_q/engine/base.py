@@ -105,18 +105,25 @@ class Engine:
         worker.last_seen = now
         self.retrying(lambda: WorkerStatus.objects.using(self.db).filter(pk=worker.pk).update(last_seen=now))
 
+    def listener(self, queues_served: Callable[[str], bool], wake: Callable[[], None]):
+        """Something that calls ``wake()`` as soon as a served queue gets work, or None (poll only)."""
+        return None
+
     # -- waking, claiming --------------------------------------------------------------------------
 
-    def wake_sleeping(self, now: datetime.datetime) -> int:
-        """SLEEPING executions whose due time has come become QUEUED."""
-        return self.retrying(
-            lambda: self.objects().filter(state=States.SLEEPING, due__lte=now).update(state=States.QUEUED)
-        )
+    def wake_sleeping(self, now: datetime.datetime) -> datetime.datetime | None:
+        """SLEEPING executions whose due time has come become QUEUED; returns when the next one is due
+        (so that an idle worker can wake up for it), or None."""
 
-    def next_wake_up(self) -> datetime.datetime | None:
-        """When the earliest sleeping execution becomes due, so an idle worker can wake up for it."""
-        row = self.objects().filter(state=States.SLEEPING).order_by("due").values_list("due", flat=True).first()
-        return row
+        def transact():
+            self.objects().filter(state=States.SLEEPING, due__lte=now).update(state=States.QUEUED)
+            return self.objects().filter(state=States.SLEEPING).order_by("due").values_list("due", flat=True).first()
+
+        return self.retrying(transact)
+
+    def live_workers(self) -> list[WorkerStatus]:
+        """Workers that have not recorded an exit (alive, or dead without saying so)."""
+        return list(WorkerStatus.objects.using(self.db).filter(stopped__isnull=True))
 
     def _claim_filter(self, selection: Selection, now: datetime.datetime) -> tuple[str, list[Any]]:
         qn = self.connection.ops.quote_name
@@ -237,9 +244,11 @@ class Engine:
 
         return self.retrying(transact)
 
-    def orphans(self, dead_workers: Iterable[int]) -> list[TaskExec]:
-        """PROCESSING executions whose worker is dead, stopped, or gone."""
-        return list(
-            self.objects().filter(state=States.PROCESSING)
-            .filter(Q(worker_id__in=list(dead_workers)) | Q(worker__stopped__isnull=False) | Q(worker__isnull=True))
-        )
+    def orphans(self, dead_workers: Iterable[int], include_stopped: bool) -> list[TaskExec]:
+        """PROCESSING executions whose worker is dead (or, with ``include_stopped``, stopped or gone)."""
+        where = Q(worker_id__in=list(dead_workers))
+        if include_stopped:
+            where |= Q(worker__stopped__isnull=False) | Q(worker__isnull=True)
+        elif not dead_workers:
+            return []
+        return list(self.objects().filter(state=States.PROCESSING).filter(where))

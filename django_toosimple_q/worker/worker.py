@@ -97,7 +97,8 @@ class Worker:
         self._todo: queue.SimpleQueue[TaskExec | None] = queue.SimpleQueue()
         self._children: list[ChildRunner] = []
         self._last_heartbeat: datetime.datetime | None = None
-        self._last_invalidation: datetime.datetime | None = None
+        self._duties_due: datetime.datetime | None = None  # None: at the first pass
+        self._last_housekeeping: datetime.datetime | None = None
 
     # -- public ------------------------------------------------------------------------------------
 
@@ -112,6 +113,9 @@ class Worker:
         ]
         for thread in threads:
             thread.start()
+        listener = self.engine.listener(self._serves, self._wake.set)
+        if listener is not None:
+            listener.start()
         crash = None
         try:
             self._loop()
@@ -123,6 +127,8 @@ class Worker:
             self._stopping.set()
             self._finish_in_flight()
         finally:
+            if listener is not None:
+                listener.stop()
             if not self.abandoned:
                 for _ in threads:
                     self._todo.put(None)
@@ -170,11 +176,15 @@ class Worker:
                 return
 
     def _pass(self) -> bool | None:
-        """One pass of the loop; returns None when the worker is done (``--once``/``--until_done``)."""
+        """One pass of the loop; returns None when the worker is done (``--once``/``--until_done``).
+
+        While executions keep coming, a pass is a single claim statement; the other duties run once per
+        tick (or when the next sleeping execution is due).
+        """
         now = timezone.now()
         self._heartbeat_if_due(now)
-        self.engine.wake_sleeping(now)
-        self._rescue_and_invalidate(now)
+        if self._duties_due is None or now >= self._duties_due:
+            self._duties(now)
         free = self.threads - len(self._in_flight)
         claimed = self.engine.claim(self.status, self.selection, free, now) if free > 0 else []
         for execution in claimed:
@@ -190,8 +200,14 @@ class Worker:
             # Every slot is busy and there may be more work: wait for a slot, not a tick.
             self._wait(self._seconds_until_heartbeat())
         elif not claimed:
-            self._wait(self._idle_wait(now))
+            # Idle: until the next duties (tick or sleeping execution due), a free slot, or a notification.
+            self._wait(min(self._seconds_until_heartbeat(), (self._duties_due - timezone.now()).total_seconds()))
         return True
+
+    def _serves(self, queue_name: str) -> bool:
+        if self.queues:
+            return queue_name in self.queues
+        return queue_name not in self.excluded_queues
 
     def _task_thread(self) -> None:
         """Run claimed executions one after the other until told to stop (``None``)."""
@@ -249,13 +265,6 @@ class Worker:
             self._wait(self._seconds_until_heartbeat())
             self._heartbeat_if_due(timezone.now())
 
-    def _idle_wait(self, now: datetime.datetime) -> float:
-        wait = self._seconds_until_heartbeat()
-        next_due = self.engine.next_wake_up()
-        if next_due is not None:
-            wait = min(wait, (next_due - now).total_seconds())
-        return wait
-
     # -- stopping ----------------------------------------------------------------------------------
 
     def _finish_in_flight(self) -> None:
@@ -307,12 +316,25 @@ class Worker:
             self.engine.heartbeat(self.status, now)
             self._last_heartbeat = now
 
-    def _rescue_and_invalidate(self, now: datetime.datetime) -> None:
-        """Rescue executions of dead workers (every pass is cheap: both tables are small or indexed);
-        invalidate executions of tasks that no online worker knows (at most every 30 s)."""
-        live = list(WorkerStatus.objects.using(self.db).filter(stopped__isnull=True))
+    def _duties(self, now: datetime.datetime) -> None:
+        """Once per tick: wake due sleeping executions and rescue those of dead workers; every 30 s at
+        most, the housekeeping (see ``_housekeeping``)."""
+        next_sleeping = self.engine.wake_sleeping(now)
+        self._duties_due = now + datetime.timedelta(seconds=self.tick)
+        if next_sleeping is not None:
+            self._duties_due = min(self._duties_due, next_sleeping)
+        live = self.engine.live_workers()
         dead = [w.pk for w in live if not w.is_fresh(now) and w.pk != self.status.pk]
-        for orphan in self.engine.orphans(dead):
+        housekeeping = self._last_housekeeping is None or (now - self._last_housekeeping).total_seconds() >= max(
+            self.tick, 30.0
+        )
+        self._rescue(now, dead, include_stopped=housekeeping)
+        if housekeeping:
+            self._last_housekeeping = now
+            self._housekeeping(now, live)
+
+    def _rescue(self, now: datetime.datetime, dead: list[int], include_stopped: bool) -> None:
+        for orphan in self.engine.orphans(dead, include_stopped):
             replacement = self.engine.interrupt(
                 orphan, f"Interrupted: its worker (#{orphan.worker_id}) stopped or stopped responding.", now
             )
@@ -321,9 +343,8 @@ class Worker:
                     "Rescued %s #%s from a dead worker: replaced by #%s", orphan.task_name, orphan.pk, replacement.pk
                 )
 
-        if self._last_invalidation and (now - self._last_invalidation).total_seconds() < max(self.tick, 30.0):
-            return
-        self._last_invalidation = now
+    def _housekeeping(self, now: datetime.datetime, live: list[WorkerStatus]) -> None:
+        """Invalidate executions of tasks that no online worker knows."""
         grace = getattr(settings, "TOOSIMPLEQ_UNKNOWN_TASK_GRACE", 60)
         known = set(tasks_registry)
         for worker in live:
