@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('toosimpleq', '0001_initial'),
+        ('toosimpleq', '0002_postgresql_notify'),
     ]
 
     operations = [
