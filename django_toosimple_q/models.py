@@ -147,7 +147,7 @@ class TaskExec(models.Model):
             # For the admin and monitoring: counts per state, failures and throughput over a time
             # window (index-only range scans instead of reading the whole history).
             models.Index(fields=["state", "finished"], name="toosimpleq_state_finished_idx"),
-            # The admin list's date hierarchy (min/max and per-period probes on ``created``).
+            # The admin list: newest-first order and its date hierarchy (ordered lookups on ``created``).
             models.Index(fields=["created"], name="toosimpleq_created_idx"),
         ]
         # Each admin action has its own permission (see docs/admin.md).
