@@ -19,10 +19,10 @@ import time
 import traceback
 from typing import Iterable
 
-from django.db import InterfaceError, OperationalError, connections
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.utils import timezone
 
-from .. import conf
+from .. import conf, signals
 from ..engine import Selection, get_engine
 from ..models import TaskExec, WorkerStatus
 from ..registry import schedules_registry, tasks_registry
@@ -249,16 +249,29 @@ class Worker:
             connections.close_all()
 
     def _run_one(self, execution: TaskExec, child: ChildRunner) -> None:
+        signals.send(signals.task_started, execution)
+        if self._execute(execution, child):
+            signals.send(signals.task_finished, execution)
+
+    def _execute(self, execution: TaskExec, child: ChildRunner) -> bool:
+        """Run and record ``execution``; False if its outcome cannot be told to ``task_finished``."""
         limit = timeout_of(execution, self.task_timeout)
         if limit is None:
             execute(execution, self.engine, self.status, give_up=self._abandon.is_set)
-            return
+            return True
         try:
             child.run(execution, self.status, self.db, limit, self._abandon.is_set)
+            if signals.task_finished.has_listeners():  # the child wrote the outcome: read it back
+                try:
+                    execution.refresh_from_db(using=self.db)
+                except DatabaseError:
+                    logger.warning("Outcome of #%s not read back: task_finished not sent", execution.pk)
+                    return False
         except (TimeLimitExceeded, ChildDied) as exc:
             logger.error("%s #%s: %s", execution.task_name, execution.pk, exc)
             fields = {"state": States.FAILED, "finished": timezone.now(), "error": f"{type(exc).__name__}: {exc}"}
             record_outcome(execution, self.engine, self.status, fields, give_up=self._abandon.is_set)
+        return True
 
     def _wait(self, seconds: float) -> None:
         self._wake.wait(max(seconds, 0))
