@@ -106,6 +106,20 @@ class Engine:
         worker.last_seen = now
         self.retrying(lambda: WorkerStatus.objects.using(self.db).filter(pk=worker.pk).update(last_seen=now))
 
+    def tick(self, worker: WorkerStatus, now: datetime.datetime) -> tuple[datetime.datetime | None, list[WorkerStatus]]:
+        """The per-tick bookkeeping of an idle worker, in one transaction (one commit): heartbeat,
+        wake due sleeping executions; returns when the next sleeping one is due, and the live workers."""
+
+        def transact():
+            with transaction.atomic(using=self.db):
+                WorkerStatus.objects.using(self.db).filter(pk=worker.pk).update(last_seen=now)
+                next_sleeping = self.wake_sleeping(now)
+                return next_sleeping, self.live_workers()
+
+        result = self.retrying(transact)
+        worker.last_seen = now
+        return result
+
     def listener(self, queues_served: Callable[[str], bool], wake: Callable[[bool], None]):
         """Something that calls ``wake(sleeping)`` as soon as a served queue gets work, or None (poll only)."""
         return None
