@@ -19,7 +19,7 @@ import time
 import traceback
 from typing import Iterable
 
-from django.db import DatabaseError, InterfaceError, OperationalError, connections
+from django.db import InterfaceError, OperationalError, connections
 from django.utils import timezone
 
 from .. import conf, signals
