@@ -38,6 +38,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--only", choices=SECTIONS, action="append", help="run only this measurement (repeatable)")
     parser.add_argument("--db", choices=DATABASES, action="append", help="only this database (repeatable)")
     parser.add_argument("--keep", action="store_true", help="keep the bench database and worker logs afterwards")
+    parser.add_argument("--json", type=Path, default=RESULTS, help="where to write the results (default: %(default)s)")
     parser.add_argument("--child", choices=DATABASES, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -63,9 +64,9 @@ def main() -> int:
         results["databases"][db] = run_child(db, args)
     print()
     print_table(results)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2, default=str))
-    print(f"\nWritten to {RESULTS.relative_to(ROOT)}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2, default=str))
+    print(f"\nWritten to {args.json}")
     failed = [db for db, r in results["databases"].items() if r.get("error") or not r.get("all_ok", True)]
     return 1 if failed else 0
 
@@ -272,16 +273,7 @@ def child(args: argparse.Namespace) -> int:
         for name in args.only or SECTIONS:
             print(f"-- {name}", flush=True)
             started = time.time()
-            try:
-                if name == "history":
-                    results[name] = bench.history(empty=results.get("drain"))
-                else:
-                    results[name] = getattr(bench, name)()
-            except Exception as exc:  # noqa: BLE001 - report it and go on with the next measurement
-                import traceback
-
-                traceback.print_exc()
-                results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            results[name] = run_section(bench, name, results)
             print(f"   ({name} took {time.time() - started:.0f}s)", flush=True)
         results["all_ok"] = all_ok(results)
         if sections.harness.has_queue_many() is False:
@@ -293,12 +285,42 @@ def child(args: argparse.Namespace) -> int:
 
         connections.close_all()
         if not args.keep:
-            drop_database(db)
+            try:
+                drop_database(db)
+            except Exception as exc:  # noqa: BLE001 - the next run drops it first anyway
+                print(f"   could not drop the bench database: {exc}")
             shutil.rmtree(work_dir, ignore_errors=True)
         else:
             print(f"   kept the database and the worker logs in {work_dir}")
         Path(args.out).write_text(json.dumps(results, default=str))
     return 0
+
+
+def run_section(bench, name: str, results: dict) -> dict:
+    """Run one measurement; once again if the database went away (a shared server may restart)."""
+    import traceback
+
+    from django.db import InterfaceError, OperationalError, connections
+
+    for attempt in (1, 2):
+        try:
+            if name == "history":
+                return bench.history(empty=results.get("drain"))
+            return getattr(bench, name)()
+        except (OperationalError, InterfaceError) as exc:
+            traceback.print_exc()
+            bench.workers.stop_all()
+            connections.close_all()
+            if attempt == 1:
+                print(f"   database error ({exc}); running {name} again in 15s", flush=True)
+                time.sleep(15)
+                continue
+            return {"error": f"{type(exc).__name__}: {exc}"}
+        except Exception as exc:  # noqa: BLE001 - report it and go on with the next measurement
+            traceback.print_exc()
+            bench.workers.stop_all()
+            return {"error": f"{type(exc).__name__}: {exc}"}
+    raise AssertionError("unreachable")
 
 
 def all_ok(results: dict) -> bool:

@@ -189,15 +189,20 @@ class Bench:
         harness.reset()
         args = ["--tick", str(tick)] if tick is not None else []
         self.workers.start(*args)
-        sample_timeout = 3 * (tick or DEFAULT_TICK) + 5
+        poll = tick or DEFAULT_TICK
+        sample_timeout = 3 * poll + 5
         samples: list[float] = []
         timeouts = 0
         try:
             harness.wait_registered(1)
             time.sleep(0.5)
             total = self.sizes.latency_warmup + self.sizes.latency_samples
+            previous = 0.0
             for index in range(total):
-                time.sleep(random.uniform(0, 0.05))  # do not stay in phase with the worker's loop
+                # Arrive at a random moment of the worker's poll cycle: a polling worker starts its
+                # wait when it picks up the previous task, so enqueuing right after that would always
+                # measure a whole tick. When pickup is fast (woken by the database), wait briefly.
+                time.sleep(random.uniform(0, poll if previous > 0.02 else 0.05))
                 execution = stamp.queue()
                 committed = time.time()
                 started = self._wait_result(execution.pk, committed + sample_timeout)
@@ -207,8 +212,9 @@ class Bench:
                     if timeouts >= 3:
                         break
                     continue
+                previous = started - committed
                 if index >= self.sizes.latency_warmup:
-                    samples.append((started - committed) * 1000)
+                    samples.append(previous * 1000)
         finally:
             tail = self.workers.tail() if timeouts else ""
             self.workers.stop_all()
