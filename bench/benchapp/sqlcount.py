@@ -15,7 +15,7 @@ _path = None
 
 
 def _log(sql: str) -> None:
-    line = f"{time.time():.6f} {os.getpid()} {' '.join(str(sql).split())[:160]}\n"
+    line = f"{time.time():.6f} {os.getpid()} {' '.join(str(sql).split())[:4000]}\n"
     with _lock, open(_path, "a") as file:
         file.write(line)
 
