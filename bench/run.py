@@ -208,7 +208,7 @@ def table_rows(r: dict) -> list[tuple[str, str]]:
             label = f"history {h['history_rows']:,} rows: {loaded['processes']}x{loaded['threads']} (wall | db)"
             rows.append((label, drain_cell(loaded)))
             ratio = " | ".join(f"{v:.2f}" if v else "n/a" for v in (x["ratio_wall"], x["ratio_db"]))
-            rows.append(("  ratio to the empty table (wall | db)", ratio))
+            rows.append((f"history: {key} ratio to the empty table (wall | db)", ratio))
     return rows
 
 
