@@ -303,13 +303,13 @@ class Bench:
 
     # -- 5. history --------------------------------------------------------------------------------
 
-    def history(self, empty: dict | None = None) -> dict:
-        """The drain again with ``sizes.history`` finished rows in the table; ratio to the empty table
-        (from this run's drain section, else measured here first)."""
+    def history(self) -> dict:
+        """The drain again with ``sizes.history`` finished rows in the table; ratio to the empty table,
+        measured right before (on a shared machine, the drain section's figure may be minutes old)."""
         results = {"history_rows": self.sizes.history}
         for processes, threads in HISTORY_SHAPES:
             key = f"{processes}x{threads}"
-            baseline = (empty or {}).get(key) or self.drain_once(processes, threads)
+            baseline = self.drain_once(processes, threads)
             loaded = self.drain_once(processes, threads, history=self.sizes.history)
             results[key] = {
                 "empty": baseline,
