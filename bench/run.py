@@ -127,6 +127,8 @@ def machine_info() -> dict:
 
         with psycopg.connect(**pg_params("postgres")) as conn:
             pg = conn.execute("SHOW server_version").fetchone()[0]
+    import django_toosimple_q
+
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -138,13 +140,14 @@ def machine_info() -> dict:
         "postgresql": pg,
         "sqlite": sqlite3.sqlite_version,
         "commit": commit.stdout.strip() or None,
+        "package": str(Path(django_toosimple_q.__file__).parent),
     }
 
 
 def print_header(machine: dict, args: argparse.Namespace) -> None:
     load = ", ".join(f"{x:.2f}" for x in machine["loadavg"])
     print("django-toosimple-q benchmark" + (" (--quick: about 1/10 of the counts)" if args.quick else ""))
-    print(f"  date        {machine['date']}   commit {machine['commit']}")
+    print(f"  date        {machine['date']}   commit {machine['commit']}   code {machine['package']}")
     print(f"  machine     {machine['nproc']} CPU(s), {machine['cpu']}, load average {load}")
     print(f"  software    Python {machine['python']}, Django {machine['django']}, "
           f"PostgreSQL {machine['postgresql'] or 'unreachable'}, SQLite {machine['sqlite']}")  # fmt: skip
@@ -254,7 +257,7 @@ def child(args: argparse.Namespace) -> int:
     os.environ["BENCH_DB"] = db
     os.environ["BENCH_DB_NAME"] = SQLITE_PATH if db == "sqlite" else PG_DB_NAME
     # A stop request (Ctrl-C, SIGTERM) unwinds through the finally blocks that stop the workers.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)
     create_database(db)
 
     import django
@@ -273,7 +276,7 @@ def child(args: argparse.Namespace) -> int:
         for name in args.only or SECTIONS:
             print(f"-- {name}", flush=True)
             started = time.time()
-            results[name] = run_section(bench, name, results)
+            results[name] = run_section(bench, name)
             print(f"   ({name} took {time.time() - started:.0f}s)", flush=True)
         results["all_ok"] = all_ok(results)
         if sections.harness.has_queue_many() is False:
@@ -296,7 +299,11 @@ def child(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_section(bench, name: str, results: dict) -> dict:
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run_section(bench, name: str) -> dict:
     """Run one measurement; once again if the database went away (a shared server may restart)."""
     import traceback
 
