@@ -243,6 +243,8 @@ def print_table(results: dict) -> None:
         for key in ("skipped", "error"):
             if r.get(key):
                 print(f"{db}: {key}: {r[key]}")
+        if r.get("journal_mode"):
+            print(f"{db}: journal_mode={r['journal_mode']} (the file's mode after the run)")
         if r.get("notes"):
             for note in r["notes"]:
                 print(f"{db}: {note}")
