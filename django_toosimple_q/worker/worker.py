@@ -299,10 +299,14 @@ class Worker:
                 self._average_run = duration if self._average_run is None else 0.9 * self._average_run + 0.1 * duration
                 self._done.put((execution, fields))
                 self._wake.set()
-                # A task that broke its connection must not poison the next one on this thread.
+                # A task that broke its connection must not poison the next one on this thread (checked
+                # only after a database error: ``is_usable()`` costs a round trip).
                 for conn in connections.all():
-                    if conn.connection is not None and not conn.is_usable():
-                        conn.close()
+                    if conn.connection is not None and conn.errors_occurred:
+                        if conn.is_usable():
+                            conn.errors_occurred = False
+                        else:
+                            conn.close()
         finally:
             child.close()
             connections.close_all()
