@@ -17,6 +17,16 @@ def get_engine(db: str) -> Engine:
         from .mysql import MySQLEngine
 
         return MySQLEngine(db)
+    if vendor == "sqlite":
+        import sqlite3
+
+        if sqlite3.sqlite_version_info < (3, 35):
+            from django.core.exceptions import ImproperlyConfigured
+
+            raise ImproperlyConfigured(
+                f"django-toosimple-q needs SQLite 3.35 or newer (UPDATE ... RETURNING); this Python has "
+                f"{sqlite3.sqlite_version}. Use a newer Python/SQLite, or PostgreSQL or MariaDB."
+            )
     return Engine(db)
 
 

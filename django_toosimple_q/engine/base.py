@@ -219,11 +219,46 @@ class Engine(ScheduleStatements):
 
         def transact() -> tuple[list[bool], list[TaskExec]]:
             with transaction.atomic(using=self.db):
-                recorded = [self._record(worker, *outcome) for outcome in outcomes]
+                plain = [i for i, (_e, _f, replacement) in enumerate(outcomes) if replacement is None]
+                done = self.finish_many(worker, [outcomes[i][:2] for i in plain]) if plain else set()
+                recorded = [o[0].pk in done if o[2] is None else self._record(worker, *o) for o in outcomes]
                 claimed = self.claim(worker, selection, limit, now) if limit > 0 else []
                 return recorded, claimed
 
         return self.retrying(transact)
+
+    #: The columns an outcome writes, and how to cast parameters of each (PostgreSQL types NULLs).
+    OUTCOME_COLUMNS = ("state", "started", "finished", "result", "error", "output")
+    outcome_casts: dict[str, str] = {}
+
+    def finish_many(self, worker: WorkerStatus, outcomes: list[tuple[TaskExec, dict[str, Any]]]) -> set[int]:
+        """Record many outcomes in ONE statement (an UPDATE joined to the new values), only for
+        executions this worker still owns; returns the ids recorded."""
+        qn = self.connection.ops.quote_name
+        table = qn(TaskExec._meta.db_table)
+        fields = {name: TaskExec._meta.get_field(name) for name in self.OUTCOME_COLUMNS}
+        names = ("id", *self.OUTCOME_COLUMNS)
+        cast = self.outcome_casts
+        first = ", ".join(f"%s{cast.get(n, '')} AS {qn(n)}" for n in names)
+        rest = ", ".join(["%s"] * len(names))
+        rows = " UNION ALL ".join([f"SELECT {first}"] + [f"SELECT {rest}"] * (len(outcomes) - 1))
+        params: list[Any] = []
+        for execution, outcome in outcomes:
+            values = {"result": None, "error": None, "output": "", **outcome}
+            for name in self.OUTCOME_COLUMNS:
+                setattr(execution, name, values[name])
+            params.append(execution.pk)
+            params += [fields[n].get_db_prep_save(values[n], self.connection) for n in self.OUTCOME_COLUMNS]
+        assignments = ", ".join(f"{qn(n)} = v.{qn(n)}" for n in self.OUTCOME_COLUMNS)
+        sql = (
+            f"UPDATE {table} SET {assignments} FROM ({rows}) AS v "
+            f"WHERE {table}.{qn('id')} = v.{qn('id')} AND {table}.{qn('state')} = %s "
+            f"AND {table}.{qn('worker_id')} = %s RETURNING {table}.{qn('id')}"
+        )
+        params += [States.PROCESSING, worker.pk]
+        with self.connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return {row[0] for row in cursor.fetchall()}
 
     def _record(self, worker: WorkerStatus, execution: TaskExec, fields: dict[str, Any], replacement) -> bool:
         fields = {k: v for k, v in fields.items() if k != "retry"}

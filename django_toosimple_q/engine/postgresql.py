@@ -19,6 +19,15 @@ CHANNEL = "toosimpleq"
 
 class PostgreSQLEngine(Engine):
     lock_clause = " FOR UPDATE SKIP LOCKED"
+    outcome_casts = {
+        "id": "::bigint",
+        "state": "::varchar",
+        "started": "::timestamptz",
+        "finished": "::timestamptz",
+        "result": "::text",
+        "error": "::text",
+        "output": "::text",
+    }
 
     def is_busy_error(self, exc: Exception) -> bool:
         return "deadlock detected" in str(exc) or "could not serialize" in str(exc)
