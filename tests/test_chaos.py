@@ -66,7 +66,9 @@ def test_chaos(workers, vendor, threads):
         pytest.skip("the chaos test runs against PostgreSQL")
     restart_pg = can_restart_postgresql()
     task = tasks_registry["chaos_record"]
-    TaskExec.objects.bulk_create([task.new_exec([f"k{i}"], {}) for i in range(TASKS)], batch_size=500)
+    # Each task takes long enough that the 1,000 of them keep the workers busy for most of the chaos
+    # (about 40 s with 3 workers, whatever the thread count), so kills and the restart hit running tasks.
+    task.queue_many([(f"k{i}", 120 * threads) for i in range(TASKS)])
 
     rng = random.Random(threads)
     args = [*WORKER_ARGS, "--threads", str(threads)]
@@ -108,7 +110,7 @@ def test_chaos(workers, vendor, threads):
     executions = list(TaskExec.objects.all())
     by_key: dict[str, list[TaskExec]] = {}
     for execution in executions:
-        by_key.setdefault(execution.args[0], []).append(execution)
+        by_key.setdefault(execution.args[0], []).append(execution)  # args: [key, milliseconds]
     runs = Counter(Record.objects.values_list("key", flat=True))
     counts["interrupted"] = sum(e.state == States.INTERRUPTED for e in executions)
     counts["replaced"] = sum(e.replaced_by_id is not None for e in executions)

@@ -63,10 +63,10 @@ if os.environ.get("TOOSIMPLEQ_TEST_NEW_VERSION"):
 
 
 @register_task(name="chaos_record", retries=10, retry_delay=0.2)
-def chaos_record(key):
-    """Records each run, then works a little (so that kills land while tasks run)."""
+def chaos_record(key, milliseconds=0):
+    """Records each run, then works a while (so that kills land while tasks run)."""
     Record.objects.create(key=key, pid=os.getpid())
-    time.sleep((hash(key) % 20) / 1000)
+    time.sleep(milliseconds / 1000)
     return key
 
 
