@@ -142,8 +142,10 @@ class Engine(ScheduleStatements):
 
     def _claim_filter(self, selection: Selection, now: datetime.datetime) -> tuple[str, list[Any]]:
         qn = self.connection.ops.quote_name
-        where = [f"{qn('state')} = %s", f"{qn('due')} <= %s"]
-        params: list[Any] = [States.QUEUED, self._db_datetime(now)]
+        # QUEUED means due (SLEEPING rows become QUEUED when due): no comparison with this worker's
+        # clock, which may lag the clock of the process that queued the row.
+        where = [f"{qn('state')} = %s"]
+        params: list[Any] = [States.QUEUED]
         where.append(f"{qn('task_name')} IN ({', '.join(['%s'] * len(selection.task_names))})")
         params += selection.task_names
         if selection.queues:

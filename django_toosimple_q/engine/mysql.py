@@ -31,7 +31,7 @@ class MySQLEngine(Engine):
 
         def transact() -> list[TaskExec]:
             with transaction.atomic(using=self.db):
-                rows = self.objects().filter(state=States.QUEUED, due__lte=now, task_name__in=selection.task_names)
+                rows = self.objects().filter(state=States.QUEUED, task_name__in=selection.task_names)
                 if selection.queues:
                     rows = rows.filter(queue__in=selection.queues)
                 if selection.excluded_queues:

@@ -89,6 +89,7 @@ class Listener:
             conn = None
             try:
                 conn = self._connect()
+                logger.debug("Listening on %r", CHANNEL)
                 if not hasattr(conn, "notifies"):
                     logger.warning("LISTEN needs psycopg 3; this worker polls every tick instead")
                     return
@@ -99,6 +100,7 @@ class Listener:
                 self.wake(True)
                 while not self._stop.is_set():
                     for notify in conn.notifies(timeout=1.0):
+                        logger.debug("Notified: %s", notify.payload)
                         sleeping = notify.payload.startswith("sleeping ")
                         if self.queues_served(notify.payload.removeprefix("sleeping ")):
                             self.wake(sleeping)
