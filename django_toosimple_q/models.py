@@ -211,6 +211,8 @@ class ScheduleExec(models.Model):
     class Meta:
         verbose_name = _("schedule execution")
         verbose_name_plural = _("schedule executions")
+        # The admin's "run now" action (see docs/admin.md).
+        permissions = [("force_run_scheduleexec", _("Can run schedules now"))]
 
     def __str__(self) -> str:
         return self.name
