@@ -261,6 +261,16 @@ def test_run_now_with_a_row_button(admin_client, task):
     assert TaskExec.objects.count() == 1
 
 
+def test_detail_page_button_comes_back_to_the_detail_page(admin_client, task):
+    schedule(task, "one")
+    row = ScheduleExec.objects.create(name="one", last_due=timezone.now())
+    response = admin_client.post(SCHEDULES, {"run": "one", "next": detail(row)})
+    assert response.status_code == 302 and response["Location"] == detail(row)
+    response = admin_client.post(SCHEDULES, {"run": "one", "next": "https://elsewhere.example/"})
+    assert response["Location"] == SCHEDULES  # never to another site
+    assert TaskExec.objects.count() == 2
+
+
 def test_run_now_edge_cases(admin_client, task):
     schedule(task, "one")
     ScheduleExec.objects.create(name="gone")
@@ -313,9 +323,7 @@ def test_no_view_permission_no_access(login, task):
     assert not TaskExec.objects.exists()
 
 
-def test_permission_is_documented_in_the_migration():
-    from django.contrib.auth.models import Permission
-
+def test_force_run_permission_exists():
     perm = Permission.objects.get(codename="force_run_scheduleexec")
     assert perm.content_type.model == "scheduleexec" and perm.name == "Can run schedules now"
 

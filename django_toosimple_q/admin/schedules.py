@@ -31,6 +31,7 @@ from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone, translation
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
@@ -253,6 +254,7 @@ class ScheduleExecAdmin(admin.ModelAdmin):
             "run_now_action": RUN_NOW,
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             "removed_count": sum(1 for line in listed if not line["in_code"]),
+            "runnable_count": sum(1 for line in listed if line["can_run"]),
             "media": self.media,
             "preserved_filters": "",
             **(extra_context or {}),
@@ -324,10 +326,14 @@ class ScheduleExecAdmin(admin.ModelAdmin):
     # -- "run now" -------------------------------------------------------------------------------
 
     def run_now_view(self, request):
-        """POST from the list (checkboxes and the action select, or a row's button) or a detail page."""
+        """POST from the list (checkboxes and the action select, or a row's button) or a detail page
+        (whose form says where to come back to in ``next``)."""
         if not self.has_force_run_permission(request):
             raise PermissionDenied
-        back = HttpResponseRedirect(request.get_full_path())
+        back_to = request.POST.get("next", "")
+        if not url_has_allowed_host_and_scheme(back_to, {request.get_host()}, request.is_secure()):
+            back_to = request.get_full_path()
+        back = HttpResponseRedirect(back_to)
         if "run" in request.POST:  # a row's own button
             names = [request.POST["run"]]
         elif request.POST.get("action") == RUN_NOW:
