@@ -149,11 +149,23 @@ def test_next_due_of_special_schedules(admin_client, task):
     schedule(task, "at_once", "0 3 * * *", run_on_creation=True)
     schedule(task, "pending_creation_run", "0 3 * * *", run_on_creation=True)
     ScheduleExec.objects.create(name="pending_creation_run", last_due=None)
+    schedule(task, "manual_at_once", "manual", run_on_creation=True)
     html = admin_client.get(SCHEDULES).content.decode()
     assert "only on demand" in cell(html, "by_hand", "next_due")
     assert text(cell(html, "by_hand", "description")) == "Never by itself: only when run on demand"
     assert "as soon as a worker sees it" in cell(html, "at_once", "next_due")
     assert "at the next pass of a worker" in cell(html, "pending_creation_run", "next_due")
+    assert "as soon as a worker sees it" in cell(html, "manual_at_once", "next_due")  # as the worker does
+
+
+def test_a_schedule_broken_after_registration_does_not_break_the_page(admin_client, task):
+    schedule(task, "broken", "0 3 * * *")
+    schedules_registry["broken"].cron = "99 * * * *"
+    response = admin_client.get(SCHEDULES)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "invalid cron expression" in cell(html, "broken", "next_due")
+    assert "No description available" in cell(html, "broken", "description")
 
 
 def test_next_due_follows_the_schedule_time_zone(admin_client, task):

@@ -36,7 +36,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from ..cron import MANUAL, InvalidCron
+from ..cron import MANUAL, Cron, InvalidCron
 from ..models import ScheduleExec, TaskExec
 from ..registry import schedules_registry
 from ..schedules import Schedule, run_schedule_now, to_aware
@@ -87,6 +87,10 @@ def descriptor_locale(language: str | None) -> str:
 
 @functools.lru_cache(maxsize=512)
 def _describe(expression: str, locale: str) -> str | None:
+    try:
+        Cron(expression, datetime.timezone.utc)  # cron-descriptor would describe "99 * * * *" too
+    except InvalidCron:
+        return None
     fields = ALIASES.get(expression.strip().lower(), expression).split()
     if len(fields) == 6:
         # Our sixth field is the seconds, *last* (croniter's order); cron-descriptor reads six
@@ -136,17 +140,21 @@ class Line:
         schedule = self.schedule
         if schedule is None:
             return None, str(_("not in the code any more"))
-        if schedule.manual:
-            return None, str(_("only on demand"))
+        # The worker's rules (worker/scheduler.py): a schedule seen for the first time starts its
+        # timeline now, or runs at once with run_on_creation (even a manual one); a row without
+        # last_due is such a pending first run.
         try:
             if self.row is None:
                 if schedule.run_on_creation:
                     return None, str(_("as soon as a worker sees it"))
-                # A worker seeing it now would wait for the next occurrence.
+                if schedule.manual:
+                    return None, str(_("only on demand"))
                 return schedule.next_after(now), ""
             last_due = to_aware(self.row.last_due)
             if last_due is None:
                 return None, str(_("at the next pass of a worker"))
+            if schedule.manual:
+                return None, str(_("only on demand"))
             return schedule.next_after(last_due), ""
         except InvalidCron:
             return None, str(_("invalid cron expression"))
