@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import datetime
 import functools
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cron_descriptor
@@ -31,8 +31,8 @@ from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone, translation
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.html import format_html, format_html_join
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
@@ -202,6 +202,9 @@ class ScheduleExecAdmin(admin.ModelAdmin):
     """
 
     change_list_template = "admin/toosimpleq/scheduleexec/schedules.html"
+    # No generic admin actions (not even "delete selected"): the list is not the generic changelist,
+    # and its only action, "run now", is handled by changelist_view.
+    actions = None
     fields = (
         "name",
         "status_display",
@@ -233,10 +236,6 @@ class ScheduleExecAdmin(admin.ModelAdmin):
 
     def has_force_run_permission(self, request) -> bool:
         return request.user.has_perm(f"{self.opts.app_label}.force_run_scheduleexec")
-
-    def get_actions(self, request):
-        # The list is not the generic changelist: its only action is "run now" (see changelist_view).
-        return {}
 
     # -- the list --------------------------------------------------------------------------------
 
