@@ -10,6 +10,7 @@ import pytest
 import time_machine
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth.models import Permission
+from django.test import override_settings
 from django.urls import reverse
 from django.utils import timezone, translation
 
@@ -166,6 +167,22 @@ def test_a_schedule_broken_after_registration_does_not_break_the_page(admin_clie
     html = response.content.decode()
     assert "invalid cron expression" in cell(html, "broken", "next_due")
     assert "No description available" in cell(html, "broken", "description")
+
+
+def test_projects_with_use_tz_false(admin_client, task):
+    with override_settings(USE_TZ=False, TIME_ZONE="Europe/Paris"):
+        schedule(task, "naive", "30 8 * * *")
+        ScheduleExec.objects.create(name="naive", last_due=datetime.datetime(2026, 1, 5, 8, 30))  # Paris time
+        html = admin_client.get(SCHEDULES).content.decode()
+        assert 'title="2026-01-05 08:30:00"' in cell(html, "naive", "last_due")
+        assert 'title="2026-01-06 08:30:00"' in cell(html, "naive", "next_due")
+        html = run(admin_client, "naive").content.decode()
+        assert ScheduleExec.objects.get().last_due == datetime.datetime(2026, 1, 5, 8, 30)
+        execution = TaskExec.objects.get()
+        assert reverse("admin:toosimpleq_taskexec_change", args=[execution.pk]) in cell(html, "naive", "last_task")
+        # The executions list and detail page use the same time helpers.
+        assert admin_client.get(reverse("admin:toosimpleq_taskexec_changelist")).status_code == 200
+        assert admin_client.get(reverse("admin:toosimpleq_taskexec_change", args=[execution.pk])).status_code == 200
 
 
 def test_next_due_follows_the_schedule_time_zone(admin_client, task):

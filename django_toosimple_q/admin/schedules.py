@@ -247,7 +247,7 @@ class ScheduleExecAdmin(admin.ModelAdmin):
             return self.run_now_view(request)
         if request.method not in ("GET", "HEAD"):
             return HttpResponseNotAllowed(["GET", "HEAD", "POST"])
-        now = timezone.now()
+        now = to_aware(timezone.now())  # naive with USE_TZ=False
         can_run = self.has_force_run_permission(request)
         listed = [self.line_context(line, now, can_run) for line in lines()]
         context = {
@@ -472,7 +472,7 @@ class ScheduleExecAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("next due"))
     def next_due_display(self, obj):
-        due, note = self._line(obj).next_due(timezone.now())
+        due, note = self._line(obj).next_due(to_aware(timezone.now()))
         if due is None:
             return note or display.EMPTY
         return display.moment(due)
