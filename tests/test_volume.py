@@ -142,3 +142,16 @@ def test_postgresql_notifications_wake_an_idle_worker(workers, vendor):
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "queue"])
+def test_admin_reads_the_queue_database(client, django_user_model):
+    admin = django_user_model.objects.create_superuser("boss", "boss@example.com", "pw")
+    client.force_login(admin)
+    with override_settings(TOOSIMPLEQ_DATABASE="queue"):
+        execution = tasks_registry["record"].queue("seen in the admin")
+        page = client.get("/admin/toosimpleq/taskexec/")
+        assert page.status_code == 200 and "record" in page.content.decode()
+        assert not TaskExec.objects.using("default").exists()
+        detail = client.get(f"/admin/toosimpleq/taskexec/{execution.pk}/change/")
+        assert detail.status_code == 200 and "seen in the admin" in detail.content.decode()
