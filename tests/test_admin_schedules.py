@@ -300,6 +300,21 @@ def test_detail_page_button_comes_back_to_the_detail_page(admin_client, task):
     assert TaskExec.objects.count() == 2
 
 
+@pytest.mark.django_db(transaction=True, databases=["default", "queue"])
+def test_a_dedicated_queue_database(admin_client, task):
+    schedule(task, "one")
+    ScheduleExec.objects.using("queue").create(name="gone")
+    with override_settings(TOOSIMPLEQ_DATABASE="queue"):
+        html = admin_client.get(SCHEDULES).content.decode()
+        assert re.findall(r'data-schedule="([^"]+)"', html) == ["one", "gone"]
+        html = run(admin_client, "one").content.decode()
+        execution = TaskExec.objects.using("queue").get()
+        assert ScheduleExec.objects.using("queue").get(name="one").last_task_id == execution.pk
+        assert reverse("admin:toosimpleq_taskexec_change", args=[execution.pk]) in cell(html, "one", "last_task")
+    assert not ScheduleExec.objects.using("default").exists() and not TaskExec.objects.using("default").exists()
+    assert LogEntry.objects.using("default").count() == 1
+
+
 def test_run_now_edge_cases(admin_client, task):
     schedule(task, "one")
     ScheduleExec.objects.create(name="gone")

@@ -26,7 +26,6 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.options import csrf_protect_m
 from django.core.exceptions import PermissionDenied
-from django.db import router
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -36,6 +35,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from ..conf import queue_database
 from ..cron import MANUAL, Cron, InvalidCron
 from ..models import ScheduleExec, TaskExec
 from ..registry import schedules_registry
@@ -359,7 +359,7 @@ class ScheduleExecAdmin(admin.ModelAdmin):
         return back
 
     def run_now(self, request, names: list[str]) -> None:
-        db = router.db_for_write(ScheduleExec)
+        db = queue_database()  # where run_schedule_now writes
         queued: list[TaskExec] = []
         missing: list[str] = []
         for name in names:
