@@ -155,3 +155,19 @@ def test_admin_reads_the_queue_database(client, django_user_model):
         assert not TaskExec.objects.using("default").exists()
         detail = client.get(f"/admin/toosimpleq/taskexec/{execution.pk}/change/")
         assert detail.status_code == 200 and "seen in the admin" in detail.content.decode()
+
+
+def test_sqlite_wal_setting(vendor):
+    if vendor != "sqlite":
+        pytest.skip("SQLite only")
+    from django.db import connection as conn
+
+    from django_toosimple_q.apps import use_sqlite_wal
+
+    use_sqlite_wal(None, conn)
+    with conn.cursor() as cursor:
+        assert cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert cursor.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    # Later tests share this file: back to the default journal.
+    with conn.cursor() as cursor:
+        cursor.execute("PRAGMA journal_mode=DELETE")

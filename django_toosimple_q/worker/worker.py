@@ -108,7 +108,6 @@ class Worker:
         self._done: queue.SimpleQueue[tuple[TaskExec, dict]] = queue.SimpleQueue()
         #: Outcomes taken from ``_done`` whose recording has not been committed yet.
         self._pending: list[tuple[TaskExec, dict, TaskExec | None]] = []
-        self._running: set[int] = set()
         self._average_run = None  # seconds, a moving average of how long executions take
         self._children: list[ChildRunner] = []
         self._last_heartbeat: datetime.datetime | None = None
@@ -289,7 +288,6 @@ class Worker:
         self._children.append(child)
         try:
             while (execution := self._todo.get()) is not None:
-                self._running.add(execution.pk)
                 signals.send(signals.task_started, execution)
                 try:
                     fields = self._run(execution, child)
@@ -300,12 +298,15 @@ class Worker:
                 duration = (fields["finished"] - fields["started"]).total_seconds()
                 self._average_run = duration if self._average_run is None else 0.9 * self._average_run + 0.1 * duration
                 self._done.put((execution, fields))
-                self._running.discard(execution.pk)
                 self._wake.set()
-                # A task that broke its connection must not poison the next one on this thread.
+                # A task that broke its connection must not poison the next one on this thread (checked
+                # only after a database error: ``is_usable()`` costs a round trip).
                 for conn in connections.all():
-                    if conn.connection is not None and not conn.is_usable():
-                        conn.close()
+                    if conn.connection is not None and conn.errors_occurred:
+                        if conn.is_usable():
+                            conn.errors_occurred = False
+                        else:
+                            conn.close()
         finally:
             child.close()
             connections.close_all()
@@ -357,7 +358,7 @@ class Worker:
                 self._in_flight.pop(execution.pk, None)
         while self._in_flight and not self._abandon.is_set():
             remaining = (self._grace_deadline or time.monotonic()) - time.monotonic()
-            if remaining <= 0 or (not self._running and self._done.empty() and not self._pending):
+            if remaining <= 0:
                 break
             self._wait(min(remaining, self._seconds_until_heartbeat()))
             self._safely(lambda: self._heartbeat_if_due(timezone.now()))
