@@ -224,8 +224,11 @@ class ScheduleExec(models.Model):
     state = models.CharField(_("state"), max_length=32, choices=States.choices, default=States.ACTIVE)
 
     class Meta:
-        verbose_name = _("schedule execution")
-        verbose_name_plural = _("schedule executions")
+        # The admin lists schedules through these rows (codenames keep the model's name: view_scheduleexec...).
+        verbose_name = _("schedule")
+        verbose_name_plural = _("schedules")
+        # The admin's "run now" action (see docs/admin.md).
+        permissions = [("force_run_scheduleexec", _("Can run schedules now"))]
 
     def __str__(self) -> str:
         return self.name

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.db import router
 from django.utils import timezone
 
+from .conf import queue_database
 from .cron import MANUAL, Cron, InvalidCron, get_zone
 from .registry import ConfigurationError, Task, schedules_registry, tasks_registry
 
@@ -157,6 +157,7 @@ def run_schedule_now(name: str) -> TaskExec:
     schedule = schedules_registry.get(name)
     if schedule is None:
         raise LookupError(f"No schedule named {name!r} is registered (known: {', '.join(sorted(schedules_registry)) or 'none'})")
-    engine = get_engine(router.db_for_write(ScheduleExec))
+    # The queue's database: TOOSIMPLEQ_DATABASE (with or without the router), else the router's choice.
+    engine = get_engine(queue_database())
     now = timezone.now()
     return engine.record_schedule_run(name, schedule.new_exec(None, due=now), first_last_due=now)

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from django_toosimple_q.models import TaskExec, WorkerStatus
+from django_toosimple_q.models import ScheduleExec, TaskExec, WorkerStatus
+from django_toosimple_q.registry import schedules_registry, tasks_registry
+from django_toosimple_q.schedules import Schedule, register_schedule
 
 from .conftest import ROOT
 
@@ -195,3 +197,82 @@ def test_admin_flow(page):
     page.goto(f"{page.base}/admin/toosimpleq/workerstatus/")
     assert f"sleep_then_record #{rows['running'].pk}" in page.inner_text("#result_list")
     shot(page, "09-workers")
+
+
+@pytest.fixture
+def schedules():
+    """Schedules declared for the live server (same process), forgotten afterwards."""
+    saved = dict(schedules_registry)
+    schedules_registry.clear()
+    add = tasks_registry["add"]
+    register_schedule(Schedule(name="nightly_sums", task=add, cron="0 1 * * *", args=(1, 2), queue_name="timers"))
+    register_schedule(Schedule(name="every_quarter", task=add, cron="*/15 * * * *", args=(3, 4)))
+    register_schedule(Schedule(name="on_demand", task=add, cron="manual", args=("<b>", "</b>")))
+    yield
+    schedules_registry.clear()
+    schedules_registry.update(saved)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_schedules_page_run_now(page, schedules):
+    before = TaskExec.objects.create(task_name="add", args=[3, 4], state=States.SUCCEEDED, finished=timezone.now())
+    last_due = timezone.now().replace(second=0, microsecond=0) - datetime.timedelta(minutes=5)
+    ScheduleExec.objects.create(name="every_quarter", last_due=last_due, last_task=before)
+    ScheduleExec.objects.create(name="removed_long_ago", state=ScheduleExec.States.INVALID)
+    log_in(page)
+
+    # From the app index to the schedules page: every schedule, even those no worker has seen.
+    page.goto(f"{page.base}/admin/toosimpleq/")
+    page.click("a[href='/admin/toosimpleq/scheduleexec/']")
+    page.wait_for_selector("#result_list")
+    names = page.eval_on_selector_all("tr.toosimpleq-schedule", "els => els.map(e => e.dataset.schedule)")
+    assert names == ["every_quarter", "nightly_sums", "on_demand", "removed_long_ago"]
+    table = page.inner_text("#result_list")
+    assert "Every 15 minutes" in table and "At 01:00" in table and "Removed from code" in table
+    assert page.locator("#result_list b").count() == 0  # the "<b>" argument is text
+    shot(page, "10-schedules")
+
+    # Run one now with its own button: a new execution, linked from the message and the row.
+    page.click('button.toosimpleq-run-now[value="nightly_sums"]')
+    page.wait_for_selector("ul.messagelist")
+    new = TaskExec.objects.exclude(pk=before.pk).get()
+    assert new.args == [1, 2] and new.state == States.QUEUED
+    assert f"add #{new.pk}" in page.inner_text("ul.messagelist")
+    row = page.locator('tr[data-schedule="nightly_sums"]')
+    assert f"#{new.pk}" in row.locator("td.field-last_task").inner_text()
+    shot(page, "11-schedule-run-now")
+
+    # Follow the link to the new execution.
+    row.locator(f'td.field-last_task a[href*="/taskexec/{new.pk}/change/"]').click()
+    page.wait_for_selector(".field-args_display")
+    assert "QUEUED" in page.inner_text("#content-main").upper()
+    shot(page, "12-schedule-execution")
+    page.goto(f"{page.base}/admin/toosimpleq/scheduleexec/")
+
+    # Run two at once with the action; the cron timeline of the first one stays where it was.
+    page.check('input[name="_selected_action"][value="every_quarter"]')
+    page.check('input[name="_selected_action"][value="on_demand"]')
+    page.select_option('select[name="action"]', "run_now")
+    page.click('button[name="index"]')
+    page.wait_for_selector("text=Queued 2 executions now")
+    assert ScheduleExec.objects.get(name="every_quarter").last_due == last_due
+    assert TaskExec.objects.count() == 4
+
+    # The new execution is in the executions list.
+    page.goto(f"{page.base}/admin/toosimpleq/taskexec/")
+    assert new.pk in listed_ids(page)
+    shot(page, "13-executions-after-run-now")
+
+    # A schedule's detail page: read-only, with its own "run now" button.
+    page.goto(f"{page.base}/admin/toosimpleq/scheduleexec/")
+    page.click('tr[data-schedule="every_quarter"] th a')
+    page.wait_for_selector(".field-description_display")
+    assert "Every 15 minutes" in page.inner_text(".field-description_display")
+    shot(page, "14-schedule-detail")
+    page.click("button.toosimpleq-run-now")
+    page.wait_for_selector("text=Queued 1 execution now")
+    assert "/scheduleexec/" in page.url and "/change/" in page.url  # back on the detail page
+    latest = TaskExec.objects.order_by("-pk").first()
+    assert f"#{latest.pk}" in page.inner_text(".field-last_task_display")
+    assert TaskExec.objects.count() == 5
+    shot(page, "15-schedule-detail-run-now")

@@ -1,9 +1,7 @@
-"""Django admin integration: task executions (with the queue dashboard) and workers.
-
-Schedules are registered by the schedules feature.
-"""
+"""Django admin integration: task executions (with the queue dashboard), schedules and workers."""
 
 from .executions import TaskExecAdmin
+from .schedules import ScheduleExecAdmin
 from .workers import WorkerStatusAdmin
 
-__all__ = ["TaskExecAdmin", "WorkerStatusAdmin"]
+__all__ = ["ScheduleExecAdmin", "TaskExecAdmin", "WorkerStatusAdmin"]

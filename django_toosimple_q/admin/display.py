@@ -53,8 +53,10 @@ def moment(value: datetime.datetime | None) -> SafeString | str:
     """A compact local time for list columns (the date too unless it is today); the full form on hover."""
     if value is None:
         return EMPTY
-    local = timezone.localtime(value)
-    today = timezone.localtime(timezone.now()).date()
+    # With USE_TZ=False the database gives naive local times, and timezone.now() is naive too.
+    local = timezone.localtime(value) if timezone.is_aware(value) else value
+    now = timezone.now()
+    today = (timezone.localtime(now) if timezone.is_aware(now) else now).date()
     return format_html(
         '<span style="white-space:nowrap" title="{}">{}</span>',
         formats.date_format(local, "Y-m-d H:i:s"),
