@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from asgiref.sync import async_to_sync
 from django.db import IntegrityError, router, transaction
 from django.utils import timezone
 
@@ -46,6 +47,15 @@ class Task:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)
+
+    # -- running (on the worker) ---------------------------------------------------------------------
+
+    def run(self, execution: TaskExec) -> Any:
+        """Call the function with the stored arguments of ``execution``; the executor records the outcome."""
+        return call_function(self.func, execution.args, execution.kwargs)
+
+    def outcome_recorded(self, execution: TaskExec) -> None:
+        """Called on the worker once the final state of ``execution`` is written (a hook; nothing here)."""
 
     # -- queuing -------------------------------------------------------------------------------------
 
@@ -98,6 +108,17 @@ class Task:
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
+
+
+def call_function(func: Callable[..., Any], args: Iterable, kwargs: dict) -> Any:
+    """Call ``func``; an ``async def`` function runs to completion on an event loop of its own.
+
+    ``async_to_sync`` runs the loop in a helper thread while this thread serves the coroutine's
+    ``sync_to_async`` calls (the async ORM included), so database connections stay on the task thread.
+    """
+    if inspect.iscoroutinefunction(func):
+        return async_to_sync(func)(*args, **kwargs)
+    return func(*args, **kwargs)
 
 
 def insert_execution(execution: TaskExec, db: str) -> TaskExec:
@@ -164,5 +185,15 @@ class TaskRegistry(dict):
 
 
 tasks_registry: TaskRegistry = TaskRegistry()
+
+
+def as_registered_task(obj: Any) -> Task | None:
+    """The registered ``Task`` behind ``obj``: ``obj`` itself, or the adapter of a Django ``@task``
+    function (Django >= 6.0, see ``backends``); None for anything else."""
+    if isinstance(obj, Task):
+        return obj
+    from .backends import adapter_for
+
+    return adapter_for(obj)
 # Filled by the schedules feature (``@schedule_task``).
 schedules_registry: dict[str, Any] = {}

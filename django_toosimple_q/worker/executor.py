@@ -39,7 +39,7 @@ def execute(
     error = None
     with capture_output() as output:
         try:
-            result = task.func(*execution.args, **execution.kwargs)
+            result = task.run(execution)
         except BaseException:  # noqa: BLE001 - SystemExit/KeyboardInterrupt raised by a task are its failure
             error = traceback.format_exc()
     fields: dict[str, Any] = {"finished": timezone.now(), "output": output.getvalue()}
@@ -88,7 +88,14 @@ def record_outcome(
             logger.error("%s #%s failed:\n%s", execution.task_name, execution.pk, fields["error"])
         elif recorded:
             logger.info("%s #%s %s", execution.task_name, execution.pk, state.lower())
-    if not recorded:
+    if recorded:
+        task = tasks_registry.get(execution.task_name)
+        if task is not None:
+            try:
+                task.outcome_recorded(execution)
+            except Exception:  # noqa: BLE001 - a hook's fault must not stop the worker
+                logger.exception("%s #%s: the outcome hook failed", execution.task_name, execution.pk)
+    else:
         logger.warning(
             "%s #%s finished (%s) after it was taken from this worker (interrupted or rescued); "
             "its outcome is not recorded",

@@ -3,6 +3,8 @@
 import os
 import time
 
+import django
+
 from django_toosimple_q.decorators import register_task
 
 from .models import Record
@@ -60,3 +62,7 @@ if os.environ.get("TOOSIMPLEQ_TEST_NEW_VERSION"):
     @register_task(name="only_in_new_version")
     def only_in_new_version():
         return "new"
+
+if django.VERSION >= (6, 0):
+    # Django's own @task functions, run by our worker through django_toosimple_q.backends.QueueBackend.
+    from . import django_tasks  # noqa: F401
