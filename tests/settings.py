@@ -106,4 +106,8 @@ if django.VERSION >= (6, 0):
             "QUEUES": [],
             "OPTIONS": {"retries": 2, "retry_delay": 0},
         },
+        "limited": {
+            "BACKEND": "django_toosimple_q.backends.QueueBackend",
+            "OPTIONS": {"timeout": 1},
+        },
     }

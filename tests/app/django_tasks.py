@@ -56,3 +56,9 @@ async def dj_async(key):
     await Record.objects.acreate(key=key, pid=os.getpid())
     print("async says", key)
     return key
+
+
+@task(backend="limited")
+def dj_limited(seconds):
+    time.sleep(seconds)
+    return seconds
