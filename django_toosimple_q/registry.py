@@ -121,6 +121,16 @@ def call_function(func: Callable[..., Any], args: Iterable, kwargs: dict) -> Any
     return func(*args, **kwargs)
 
 
+def as_registered_task(obj: Any) -> Task | None:
+    """The registered ``Task`` behind ``obj``: ``obj`` itself, or the adapter of a Django ``@task``
+    function (Django >= 6.0, see ``backends``); None for anything else."""
+    if isinstance(obj, Task):
+        return obj
+    from .backends import adapter_for
+
+    return adapter_for(obj)
+
+
 def insert_execution(execution: TaskExec, db: str) -> TaskExec:
     """Save a new execution; a unique one whose identical call already waits merges into it instead."""
     if execution.unique_key is None:
@@ -185,15 +195,5 @@ class TaskRegistry(dict):
 
 
 tasks_registry: TaskRegistry = TaskRegistry()
-
-
-def as_registered_task(obj: Any) -> Task | None:
-    """The registered ``Task`` behind ``obj``: ``obj`` itself, or the adapter of a Django ``@task``
-    function (Django >= 6.0, see ``backends``); None for anything else."""
-    if isinstance(obj, Task):
-        return obj
-    from .backends import adapter_for
-
-    return adapter_for(obj)
 # Filled by the schedules feature (``@schedule_task``).
 schedules_registry: dict[str, Any] = {}

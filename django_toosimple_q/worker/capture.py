@@ -1,7 +1,8 @@
 """Per-execution capture of what a task prints, correct when several tasks run in threads at once.
 
 ``sys.stdout``/``sys.stderr`` are replaced once by proxies that write into the buffer of the
-execution running on the current thread, and to the real stream everywhere else.
+execution running in the current context (its task thread, and the event loop thread of an
+``async def`` task), and to the real stream everywhere else.
 """
 
 from __future__ import annotations
