@@ -10,6 +10,10 @@ from django_toosimple_q.decorators import register_task
 
 from .models import Record
 
+if django.VERSION >= (6, 0):
+    # Django's own @task functions, run by our worker through django_toosimple_q.backends.QueueBackend.
+    from . import django_tasks  # noqa: F401
+
 
 @register_task(name="record")
 def record(key):
@@ -77,7 +81,3 @@ if os.environ.get("TOOSIMPLEQ_TEST_NEW_VERSION"):
     @register_task(name="only_in_new_version")
     def only_in_new_version():
         return "new"
-
-if django.VERSION >= (6, 0):
-    # Django's own @task functions, run by our worker through django_toosimple_q.backends.QueueBackend.
-    from . import django_tasks  # noqa: F401
