@@ -65,6 +65,16 @@ def test_enqueue_creates_a_waiting_execution():
 
 
 @needs_tasks
+def test_enqueue_is_rolled_back_with_its_transaction():
+    from django.db import transaction
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        dt.dj_record.enqueue("never")
+        raise RuntimeError("roll back")
+    assert TaskExec.objects.count() == 0
+
+
+@needs_tasks
 def test_arguments_must_be_json_and_fit_the_signature():
     with pytest.raises(TypeError, match="must be JSON-serializable"):
         dt.dj_record.enqueue(timezone.now())
