@@ -81,3 +81,11 @@ if os.environ.get("TOOSIMPLEQ_TEST_NEW_VERSION"):
     @register_task(name="only_in_new_version")
     def only_in_new_version():
         return "new"
+
+
+@register_task(name="chaos_record", retries=10, retry_delay=0.2)
+def chaos_record(key):
+    """Records each run, then works a little (so that kills land while tasks run)."""
+    Record.objects.create(key=key, pid=os.getpid())
+    time.sleep((hash(key) % 20) / 1000)
+    return key
