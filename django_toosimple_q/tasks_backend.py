@@ -65,14 +65,27 @@ class ExecutionCancelled(Exception):
     """Error class reported for an execution cancelled before it ran."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class QueuedTask(DjangoTask):
-    """The ``Task`` class of ``QueueBackend``: creating one (``@task``) registers its adapter."""
+    """The ``Task`` class of ``QueueBackend``: creating one (``@task``) registers its adapter.
 
-    __slots__ = ()
+    It also takes our options, which override the backend's ``OPTIONS`` for this task:
+    ``@task(retries=3, retry_delay=10, timeout=60)``.
+    """
+
+    retries: int | None = None
+    retry_delay: float | None = None
+    timeout: float | None = None
 
     def __post_init__(self) -> None:
         DjangoTask.__post_init__(self)  # validates; zero-argument super() fails in slotted dataclasses
         adapter_for(self)
+
+
+def _option(task: DjangoTask, backend: QueueBackend, name: str) -> Any:
+    """A task's own retries/retry_delay/timeout if it sets one, else its backend's."""
+    value = getattr(task, name, None)
+    return getattr(backend, name) if value is None else value
 
 
 @dataclass(eq=False)
@@ -130,9 +143,9 @@ def adapter_for(obj: Any) -> DjangoTaskAdapter | None:
             name=name,
             priority=declared.priority,
             queue_name=declared.queue_name,
-            retries=backend.retries,
-            retry_delay=backend.retry_delay,
-            timeout=backend.timeout,
+            retries=_option(declared, backend, "retries"),
+            retry_delay=_option(declared, backend, "retry_delay"),
+            timeout=_option(declared, backend, "timeout"),
             django_task=declared,
         )
     )
@@ -186,6 +199,17 @@ class QueueBackend(BaseTaskBackend):
         super().validate_task(task)
         if len(task.module_path) > 255:
             raise InvalidTask(f"The dotted path of task {task.module_path!r} is longer than 255 characters.")
+        retries, retry_delay, timeout = (getattr(task, name, None) for name in ("retries", "retry_delay", "timeout"))
+        if retries is not None and (not isinstance(retries, int) or isinstance(retries, bool) or retries < 0):
+            raise InvalidTask(f"Task {task.module_path}: retries must be a whole number >= 0, not {retries!r}.")
+        if retry_delay is not None and (
+            isinstance(retry_delay, bool) or not isinstance(retry_delay, (int, float)) or retry_delay < 0
+        ):
+            raise InvalidTask(
+                f"Task {task.module_path}: retry_delay must be a number of seconds >= 0, not {retry_delay!r}."
+            )
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+            raise InvalidTask(f"Task {task.module_path}: timeout must be a number of seconds > 0, not {timeout!r}.")
 
     def enqueue(self, task: DjangoTask, args: Any, kwargs: Any) -> TaskResult:
         self.validate_task(task)
@@ -196,8 +220,8 @@ class QueueBackend(BaseTaskBackend):
         execution = adapter.new_exec(args, kwargs, due=task.run_after)
         execution.priority = task.priority
         execution.queue = task.queue_name
-        execution.retries = self.retries
-        execution.retry_delay = self.retry_delay
+        execution.retries = _option(task, self, "retries")
+        execution.retry_delay = _option(task, self, "retry_delay")
         insert_execution(execution, router.db_for_write(TaskExec))
         result = result_of_chain([execution], self.alias, task)
         task_enqueued.send(sender=type(self), task_result=result)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 
+import django
 import pytest
 from asgiref.sync import async_to_sync
 from django.core.exceptions import ImproperlyConfigured
@@ -219,6 +220,22 @@ def test_context_attempt_on_a_retried_task(workers):
     assert error.exception_class_path == "builtins.RuntimeError" and "first attempt fails" in error.traceback
     # Any execution of the call leads to the same result.
     assert default_task_backend.get_result(str(retry.pk)).id == result.id
+
+
+@needs_tasks
+@pytest.mark.skipif(django.VERSION < (6, 1), reason="@task passes extra options to the task class since Django 6.1")
+def test_task_options_override_the_backend_options(workers):
+    from django.tasks import task
+
+    assert tasks_registry["tests.app.django_tasks.dj_fail_retried"].retries == 1
+    result = dt.dj_fail_retried.enqueue("twice")
+    assert TaskExec.objects.get().retries == 1
+    assert workers.run("--until_done").returncode == 0
+    result.refresh()
+    assert result.status == TaskResultStatus.FAILED and result.attempts == 2 and Record.objects.count() == 2
+    assert [e.exception_class_path for e in result.errors] == ["tests.app.django_tasks.TaskBoom"] * 2
+    with pytest.raises(InvalidTask, match="retries must be a whole number"):
+        task(retries=-1)(dt.dj_add.func)
 
 
 @needs_tasks

@@ -5,6 +5,7 @@ import asyncio
 import os
 import time
 
+import django
 from django.tasks import task
 
 from .models import Record
@@ -62,3 +63,13 @@ async def dj_async(key):
 def dj_limited(seconds):
     time.sleep(seconds)
     return seconds
+
+
+
+if django.VERSION >= (6, 1):  # @task passes extra options to the task class since Django 6.1
+
+    @task(retries=1, retry_delay=0)
+    def dj_fail_retried(message):
+        """Our own option on a Django task: retried once, overriding the backend's OPTIONS."""
+        Record.objects.create(key=message, pid=os.getpid())
+        raise TaskBoom(message)
