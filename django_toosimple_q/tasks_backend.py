@@ -82,6 +82,22 @@ class QueuedTask(DjangoTask):
         adapter_for(self)
 
 
+def _option_problem(name: str, value: Any) -> str | None:
+    """What is wrong with a retries/retry_delay/timeout option (None: unset, or fine)."""
+    if value is None:
+        return None
+    if name == "retries":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return f"must be a whole number >= 0, not {value!r}"
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"must be a number of seconds, not {value!r}"
+    elif name == "retry_delay" and value < 0:
+        return f"must be a number of seconds >= 0, not {value!r}"
+    elif name == "timeout" and value <= 0:
+        return f"must be a number of seconds > 0, not {value!r}"
+    return None
+
+
 def _option(task: DjangoTask, backend: QueueBackend, name: str) -> Any:
     """A task's own retries/retry_delay/timeout if it sets one, else its backend's."""
     value = getattr(task, name, None)
@@ -126,17 +142,19 @@ def adapter_for(obj: Any) -> DjangoTaskAdapter | None:
     existing = tasks_registry.get(name)
     if isinstance(existing, DjangoTaskAdapter) and existing.django_task.func is obj.func:
         return existing
-    backend = obj.get_backend()
-    if not isinstance(backend, QueueBackend):
-        raise ConfigurationError(
-            f"Django task {name!r} uses TASKS[{obj.backend!r}] ({type(backend).__name__}); only tasks of a "
-            "django_toosimple_q QueueBackend run on the toosimple-q worker: give @task a backend that is one"
-        )
     # ``.using()`` copies carry per-call options (stored on each execution); the adapter keeps the
     # module-level task, whose options are the declared defaults (used e.g. by schedules).
     declared = getattr(sys.modules.get(obj.func.__module__), obj.func.__qualname__, None)
     if not isinstance(declared, DjangoTask) or declared.func is not obj.func:
         declared = obj
+    backend = declared.get_backend()
+    if not isinstance(backend, QueueBackend):
+        # Workers learn their tasks from the module-level @task objects: this one would be unknown there.
+        raise ConfigurationError(
+            f"Django task {name!r} is declared with TASKS[{declared.backend!r}] ({type(backend).__name__}); "
+            "only tasks declared with a django_toosimple_q QueueBackend run on the toosimple-q worker: "
+            "give @task(backend=...) such a backend"
+        )
     return tasks_registry.register(
         DjangoTaskAdapter(
             func=obj.func,
@@ -181,14 +199,11 @@ class QueueBackend(BaseTaskBackend):
         self.retries = self.options.get("retries", 0)
         self.retry_delay = self.options.get("retry_delay", 0)
         self.timeout = self.options.get("timeout")
-        if not isinstance(self.retries, int) or isinstance(self.retries, bool) or self.retries < 0:
-            raise ImproperlyConfigured(f"TASKS[{alias!r}]['OPTIONS']['retries'] must be a whole number >= 0")
-        if isinstance(self.retry_delay, bool) or not isinstance(self.retry_delay, (int, float)) or self.retry_delay < 0:
-            raise ImproperlyConfigured(f"TASKS[{alias!r}]['OPTIONS']['retry_delay'] must be a number of seconds >= 0")
-        if self.timeout is not None and (
-            isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)) or self.timeout <= 0
-        ):
-            raise ImproperlyConfigured(f"TASKS[{alias!r}]['OPTIONS']['timeout'] must be a number of seconds > 0")
+        for option in ("retries", "retry_delay", "timeout"):
+            value = getattr(self, option)
+            problem = "must be set" if value is None and option != "timeout" else _option_problem(option, value)
+            if problem:
+                raise ImproperlyConfigured(f"TASKS[{alias!r}]['OPTIONS'][{option!r}] {problem}")
         for queue in self.queues:
             if not isinstance(queue, str) or not queue or len(queue) > 255:
                 raise ImproperlyConfigured(
@@ -199,17 +214,10 @@ class QueueBackend(BaseTaskBackend):
         super().validate_task(task)
         if len(task.module_path) > 255:
             raise InvalidTask(f"The dotted path of task {task.module_path!r} is longer than 255 characters.")
-        retries, retry_delay, timeout = (getattr(task, name, None) for name in ("retries", "retry_delay", "timeout"))
-        if retries is not None and (not isinstance(retries, int) or isinstance(retries, bool) or retries < 0):
-            raise InvalidTask(f"Task {task.module_path}: retries must be a whole number >= 0, not {retries!r}.")
-        if retry_delay is not None and (
-            isinstance(retry_delay, bool) or not isinstance(retry_delay, (int, float)) or retry_delay < 0
-        ):
-            raise InvalidTask(
-                f"Task {task.module_path}: retry_delay must be a number of seconds >= 0, not {retry_delay!r}."
-            )
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-            raise InvalidTask(f"Task {task.module_path}: timeout must be a number of seconds > 0, not {timeout!r}.")
+        for option in ("retries", "retry_delay", "timeout"):
+            problem = _option_problem(option, getattr(task, option, None))
+            if problem:
+                raise InvalidTask(f"Task {task.module_path}: {option} {problem}.")
 
     def enqueue(self, task: DjangoTask, args: Any, kwargs: Any) -> TaskResult:
         self.validate_task(task)

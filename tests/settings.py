@@ -110,4 +110,5 @@ if django.VERSION >= (6, 0):
             "BACKEND": "django_toosimple_q.backends.QueueBackend",
             "OPTIONS": {"timeout": 1},
         },
+        "immediate": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"},
     }

@@ -344,11 +344,24 @@ def test_adapter_is_a_registered_task():
 
 
 @needs_tasks
+def test_tasks_of_other_backends_are_not_adapted():
+    from django.tasks import task
+
+    from django_toosimple_q.registry import ConfigurationError
+
+    immediate = task(backend="immediate")(dt.plain_function)
+    with pytest.raises(ConfigurationError, match="declared with TASKS\\['immediate'\\].*QueueBackend"):
+        as_registered_task(immediate)
+    assert as_registered_task(dt.plain_function) is None
+
+
+@needs_tasks
 @pytest.mark.parametrize(
     "options,message",
     [
         ({"retries": -1}, "retries"),
-        ({"retry_delay": "soon"}, "retry_delay"),
+        ({"retry_delay": "soon"}, "retry_delay.*number of seconds"),
+        ({"retries": None}, "retries.*must be set"),
         ({"timeout": 0}, "timeout"),
         ({"retires": 3}, "unknown keys"),
     ],
