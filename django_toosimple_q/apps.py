@@ -13,3 +13,4 @@ class ToosimpleqConfig(AppConfig):
     def ready(self) -> None:
         # Import every installed app's tasks.py so that its tasks and schedules are registered.
         autodiscover_modules("tasks")
+        from . import checks  # noqa: F401 - registers the system checks

@@ -1,10 +1,11 @@
-"""Public decorators: ``@register_task`` (and ``@schedule_task``, see ``schedules``)."""
+"""Public decorators: ``@register_task`` and ``@schedule_task`` (see ``schedules``)."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from .registry import ConfigurationError, Task, tasks_registry
+from .schedules import Schedule, register_schedule
 
 
 def register_task(
@@ -60,3 +61,48 @@ def _check_options(name, priority, queue, retries, retry_delay, timeout) -> None
         raise ConfigurationError(f"Task {name!r}: retry_delay must be a number of seconds >= 0, not {retry_delay!r}")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
         raise ConfigurationError(f"Task {name!r}: timeout must be a number of seconds > 0 or None, not {timeout!r}")
+
+
+def schedule_task(
+    *,
+    cron: str,
+    name: str | None = None,
+    args: Iterable[Any] = (),
+    kwargs: dict[str, Any] | None = None,
+    run_on_creation: bool = False,
+    catch_up: bool = False,
+    datetime_kwarg: str | None = None,
+    queue: str = "default",
+    timezone: str | None = None,
+) -> Callable[[Task], Task]:
+    """Queue the task below (decorated with ``@register_task``) at each occurrence of ``cron``.
+
+    ``cron``: 5 fields, 6 with seconds last, an alias such as ``"@daily"``, or ``"manual"`` (only run
+    on demand, see ``schedules.run_schedule_now``). ``name`` defaults to the task's name and must be
+    unique. ``queue`` picks which workers handle the schedule (the task runs in its own queue).
+    ``timezone`` is an IANA name; by default the project's ``TIME_ZONE``.
+    """
+
+    def decorator(task: Task) -> Task:
+        if not isinstance(task, Task):
+            raise ConfigurationError(
+                f"Schedule {name!r} (cron {cron!r}) must decorate a registered task: "
+                f"put @schedule_task above @register_task(), not below it"
+            )
+        register_schedule(
+            Schedule(
+                name=name if name is not None else task.name,
+                task=task,
+                cron=cron,
+                args=tuple(args),
+                kwargs=dict(kwargs or {}),
+                run_on_creation=run_on_creation,
+                catch_up=catch_up,
+                datetime_kwarg=datetime_kwarg,
+                queue_name=queue,
+                timezone=timezone,
+            )
+        )
+        return task
+
+    return decorator

@@ -144,6 +144,8 @@ class TaskExec(models.Model):
             StateIndex(state="QUEUED", fields=["-priority", "due", "id"], name="toosimpleq_claim_idx"),
             StateIndex(state="SLEEPING", fields=["due"], name="toosimpleq_sleeping_idx"),
             StateIndex(state="PROCESSING", fields=["worker"], name="toosimpleq_processing_idx"),
+            # Retention deletes, and "finished in the last hours" views, by finish time.
+            models.Index(fields=["finished"], name="toosimpleq_finished_idx"),
         ]
 
     def __str__(self) -> str:
@@ -223,6 +225,7 @@ class WorkerStatus(models.Model):
     queues = TypedJSONField(_("queues"), default=list, help_text=_("Empty means every queue."))
     excluded_queues = TypedJSONField(_("excluded queues"), default=list)
     tasks = TypedJSONField(_("registered tasks"), default=list)
+    schedules = TypedJSONField(_("registered schedules"), default=list)
     timeout = models.FloatField(_("timeout (seconds)"))
     started = models.DateTimeField(_("started"), default=timezone.now)
     last_seen = models.DateTimeField(_("last heartbeat"), default=timezone.now)

@@ -10,13 +10,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from asgiref.sync import async_to_sync
-from django.db import IntegrityError, router, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from . import serialization
+from .conf import queue_database
 
 if TYPE_CHECKING:
     from .models import TaskExec
+    from .schedules import Schedule
 
 logger = logging.getLogger("django_toosimple_q.registry")
 
@@ -102,9 +104,48 @@ class Task:
         )
 
     def _insert(self, execution: TaskExec) -> TaskExec:
+        return insert_execution(execution, queue_database())
+
+    def queue_many(self, calls: Iterable[Any], *, due: datetime.datetime | None = None) -> list[TaskExec]:
+        """Queue many calls of this task at once, in a few statements; returns their executions.
+
+        Each call is a tuple or list of positional arguments, a dict of keyword arguments, or a
+        ``Call(*args, **kwargs)``. Every call is checked first: one bad call queues nothing. A unique
+        task gets one execution per distinct call, merged with those already waiting.
+        """
         from .models import TaskExec
 
-        return insert_execution(execution, router.db_for_write(TaskExec))
+        executions = []
+        for index, call in enumerate(calls):
+            args, kwargs = Call.split(call, self.name, index)
+            try:
+                self.check_call(args, kwargs)
+            except TypeError as exc:
+                raise TypeError(f"Call #{index}: {exc}") from None
+            executions.append(self.new_exec(args, kwargs, due))
+        db = queue_database()
+        objects = TaskExec.objects.using(db)
+        with transaction.atomic(using=db):
+            if not self.unique:
+                return objects.bulk_create(executions, batch_size=BULK_BATCH)
+            earliest: dict[str, TaskExec] = {}
+            for execution in executions:
+                kept = earliest.get(execution.unique_key)
+                if kept is None or execution.due < kept.due:
+                    earliest[execution.unique_key] = execution
+            objects.bulk_create(earliest.values(), batch_size=BULK_BATCH, ignore_conflicts=True)
+            waiting: dict[str, TaskExec] = {}
+            keys = list(earliest)
+            for start in range(0, len(keys), BULK_BATCH):
+                chunk = objects.filter(unique_key__in=keys[start : start + BULK_BATCH], state__in=TaskExec.States.waiting())
+                waiting.update((e.unique_key, e) for e in chunk)
+            for key, wanted in earliest.items():
+                if key not in waiting:
+                    # Claimed between our insert and our read: queue it again, one by one.
+                    waiting[key] = insert_execution(wanted, db)
+                elif wanted.due < waiting[key].due:
+                    waiting[key] = merge_into_waiting(wanted, db) or insert_execution(wanted, db)
+            return [waiting[e.unique_key] for e in executions]
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
@@ -129,6 +170,31 @@ def as_registered_task(obj: Any) -> Task | None:
     from .backends import adapter_for
 
     return adapter_for(obj)
+
+
+#: Rows per INSERT statement in bulk operations.
+BULK_BATCH = 1000
+
+
+class Call:
+    """One call for ``Task.queue_many``: ``Call(1, 2, key="x")``."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        self.args = args
+        self.kwargs = kwargs
+
+    @staticmethod
+    def split(call: Any, task_name: str, index: int) -> tuple[tuple, dict]:
+        if isinstance(call, Call):
+            return call.args, call.kwargs
+        if isinstance(call, (tuple, list)):
+            return tuple(call), {}
+        if isinstance(call, dict):
+            return (), dict(call)
+        raise TypeError(
+            f"Task {task_name!r}: call #{index} of queue_many() is a {type(call).__name__}; give a tuple of "
+            "positional arguments, a dict of keyword arguments, or Call(*args, **kwargs)"
+        )
 
 
 def insert_execution(execution: TaskExec, db: str) -> TaskExec:
@@ -195,5 +261,5 @@ class TaskRegistry(dict):
 
 
 tasks_registry: TaskRegistry = TaskRegistry()
-# Filled by the schedules feature (``@schedule_task``).
-schedules_registry: dict[str, Any] = {}
+# Registered schedules by name, filled by ``@schedule_task`` (see ``schedules.register_schedule``).
+schedules_registry: dict[str, Schedule] = {}

@@ -22,7 +22,6 @@ from typing import Any
 
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
-from django.db import router
 from django.tasks import Task as DjangoTask
 from django.tasks import TaskContext, TaskResult, TaskResultStatus, task_backends
 from django.tasks.backends.base import BaseTaskBackend
@@ -32,6 +31,7 @@ from django.tasks.signals import task_enqueued, task_finished, task_started
 from django.utils.module_loading import import_string
 
 from . import serialization
+from .conf import queue_database
 from .models import TaskExec
 from .registry import ConfigurationError, Task, call_function, insert_execution, tasks_registry
 
@@ -230,7 +230,7 @@ class QueueBackend(BaseTaskBackend):
         execution.queue = task.queue_name
         execution.retries = _option(task, self, "retries")
         execution.retry_delay = _option(task, self, "retry_delay")
-        insert_execution(execution, router.db_for_write(TaskExec))
+        insert_execution(execution, queue_database())
         result = result_of_chain([execution], self.alias, task)
         task_enqueued.send(sender=type(self), task_result=result)
         return result
@@ -240,7 +240,7 @@ class QueueBackend(BaseTaskBackend):
             pk = int(result_id)
         except (TypeError, ValueError):
             raise TaskResultDoesNotExist(f"No task result {result_id!r}: ids are whole numbers") from None
-        execution = TaskExec.objects.using(router.db_for_read(TaskExec)).filter(pk=pk).first()
+        execution = TaskExec.objects.using(queue_database()).filter(pk=pk).first()
         if execution is None:
             raise TaskResultDoesNotExist(f"No task result {result_id!r}")
         if not isinstance(tasks_registry.get(execution.task_name), DjangoTaskAdapter):
@@ -266,7 +266,7 @@ def _import_django_task(name: str) -> None:
 def chain_to(execution: TaskExec) -> list[TaskExec]:
     """The executions of one call up to ``execution``: the first one, its replacements, ``execution``."""
     chain = [execution]
-    objects = TaskExec.objects.using(execution._state.db or router.db_for_read(TaskExec))
+    objects = TaskExec.objects.using(execution._state.db or queue_database())
     while len(chain) < _CHAIN_LIMIT:
         previous = objects.filter(replaced_by=chain[0].pk).order_by("id").first()
         if previous is None or previous.pk in {e.pk for e in chain}:
@@ -278,7 +278,7 @@ def chain_to(execution: TaskExec) -> list[TaskExec]:
 def chain_through(execution: TaskExec) -> list[TaskExec]:
     """Every execution of the call ``execution`` belongs to, first to latest."""
     chain = chain_to(execution)
-    objects = TaskExec.objects.using(execution._state.db or router.db_for_read(TaskExec))
+    objects = TaskExec.objects.using(execution._state.db or queue_database())
     seen = {e.pk for e in chain}
     while chain[-1].replaced_by_id is not None and len(chain) < _CHAIN_LIMIT:
         following = objects.filter(pk=chain[-1].replaced_by_id).first()

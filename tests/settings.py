@@ -49,6 +49,15 @@ elif DB == "mysql":
 else:
     raise RuntimeError(f"TOOSIMPLEQ_TEST_DB must be sqlite, postgresql or mysql, not {DB!r}")
 
+# A second database, for the tests of TOOSIMPLEQ_DATABASE (a queue kept apart from the rest).
+_queue_test_name = str(DATABASES["default"]["TEST"]["NAME"]).replace(".sqlite3", "") + "_queue"
+DATABASES["queue"] = {
+    **DATABASES["default"],
+    "TEST": {**DATABASES["default"]["TEST"], "NAME": _queue_test_name},
+}
+if DB == "sqlite":
+    DATABASES["queue"]["NAME"] = _queue_test_name
+
 SECRET_KEY = "tests-only"
 DEBUG = False
 USE_TZ = True

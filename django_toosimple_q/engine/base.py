@@ -11,11 +11,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, TypeVar
 
-from django.db import InterfaceError, OperationalError, connections, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from ..models import TaskExec, WorkerStatus
+from ..models import ScheduleExec, TaskExec, WorkerStatus
 from ..registry import insert_execution
 
 logger = logging.getLogger("django_toosimple_q.engine")
@@ -105,18 +105,25 @@ class Engine:
         worker.last_seen = now
         self.retrying(lambda: WorkerStatus.objects.using(self.db).filter(pk=worker.pk).update(last_seen=now))
 
+    def listener(self, queues_served: Callable[[str], bool], wake: Callable[[bool], None]):
+        """Something that calls ``wake(sleeping)`` as soon as a served queue gets work, or None (poll only)."""
+        return None
+
     # -- waking, claiming --------------------------------------------------------------------------
 
-    def wake_sleeping(self, now: datetime.datetime) -> int:
-        """SLEEPING executions whose due time has come become QUEUED."""
-        return self.retrying(
-            lambda: self.objects().filter(state=States.SLEEPING, due__lte=now).update(state=States.QUEUED)
-        )
+    def wake_sleeping(self, now: datetime.datetime) -> datetime.datetime | None:
+        """SLEEPING executions whose due time has come become QUEUED; returns when the next one is due
+        (so that an idle worker can wake up for it), or None."""
 
-    def next_wake_up(self) -> datetime.datetime | None:
-        """When the earliest sleeping execution becomes due, so an idle worker can wake up for it."""
-        row = self.objects().filter(state=States.SLEEPING).order_by("due").values_list("due", flat=True).first()
-        return row
+        def transact():
+            self.objects().filter(state=States.SLEEPING, due__lte=now).update(state=States.QUEUED)
+            return self.objects().filter(state=States.SLEEPING).order_by("due").values_list("due", flat=True).first()
+
+        return self.retrying(transact)
+
+    def live_workers(self) -> list[WorkerStatus]:
+        """Workers that have not recorded an exit (alive, or dead without saying so)."""
+        return list(WorkerStatus.objects.using(self.db).filter(stopped__isnull=True))
 
     def _claim_filter(self, selection: Selection, now: datetime.datetime) -> tuple[str, list[Any]]:
         qn = self.connection.ops.quote_name
@@ -212,6 +219,30 @@ class Engine:
             )
         )
 
+    # -- retention ---------------------------------------------------------------------------------
+
+    def prune(self, finished_before: datetime.datetime, batch: int = 1000) -> int:
+        """Delete up to ``batch`` executions that finished before the cutoff (small batches keep
+        locks short); also workers that stopped before it. Returns how many executions went."""
+
+        def transact() -> int:
+            with transaction.atomic(using=self.db):
+                ids = list(
+                    self.objects()
+                    .filter(finished__lt=finished_before, state__in=States.finished())
+                    .values_list("id", flat=True)[:batch]
+                )
+                if ids:
+                    self.objects().filter(pk__in=ids).delete()
+                return len(ids)
+
+        deleted = self.retrying(transact)
+        if deleted < batch:
+            self.retrying(
+                lambda: WorkerStatus.objects.using(self.db).filter(stopped__lt=finished_before).delete()
+            )
+        return deleted
+
     # -- interruption and rescue ------------------------------------------------------------------
 
     def interrupt(
@@ -237,9 +268,96 @@ class Engine:
 
         return self.retrying(transact)
 
-    def orphans(self, dead_workers: Iterable[int]) -> list[TaskExec]:
-        """PROCESSING executions whose worker is dead, stopped, or gone."""
-        return list(
-            self.objects().filter(state=States.PROCESSING)
-            .filter(Q(worker_id__in=list(dead_workers)) | Q(worker__stopped__isnull=False) | Q(worker__isnull=True))
+    def orphans(self, dead_workers: Iterable[int], include_stopped: bool) -> list[TaskExec]:
+        """PROCESSING executions whose worker is dead (or, with ``include_stopped``, stopped or gone)."""
+        where = Q(worker_id__in=list(dead_workers))
+        if include_stopped:
+            where |= Q(worker__stopped__isnull=False) | Q(worker__isnull=True)
+        elif not dead_workers:
+            return []
+        return list(self.objects().filter(state=States.PROCESSING).filter(where))
+
+    # -- schedules ---------------------------------------------------------------------------------
+
+    def schedule_rows(self, names: Iterable[str]) -> dict[str, ScheduleExec]:
+        return self.retrying(
+            lambda: {row.name: row for row in ScheduleExec.objects.using(self.db).filter(name__in=list(names))}
+        )
+
+    def ensure_schedule_row(self, name: str, last_due: datetime.datetime | None) -> ScheduleExec:
+        """The row of schedule ``name``, inserted with ``last_due`` if it has none yet; if another
+        worker inserts it at the same time, theirs is returned (the unique name arbitrates)."""
+
+        def transact() -> ScheduleExec:
+            row = ScheduleExec.objects.using(self.db).filter(name=name).first()
+            if row is not None:
+                return row
+            try:
+                with transaction.atomic(using=self.db):
+                    return ScheduleExec.objects.using(self.db).create(name=name, last_due=last_due)
+            except IntegrityError:
+                return ScheduleExec.objects.using(self.db).get(name=name)
+
+        return self.retrying(transact)
+
+    def reactivate_schedules(self, names: Iterable[str]) -> int:
+        """Rows marked INVALID whose schedule is back in the code become ACTIVE (history kept)."""
+        return self.retrying(
+            lambda: ScheduleExec.objects.using(self.db)
+            .filter(name__in=list(names), state=ScheduleExec.States.INVALID)
+            .update(state=ScheduleExec.States.ACTIVE)
+        )
+
+    def advance_schedule(
+        self,
+        name: str,
+        last_due: datetime.datetime | None,
+        new_last_due: datetime.datetime,
+        executions: list[TaskExec],
+    ) -> list[TaskExec] | None:
+        """Move schedule ``name`` from ``last_due`` to ``new_last_due`` and insert ``executions``, in
+        one transaction; None (nothing written) if another worker moved it first.
+
+        The conditional UPDATE is the arbiter between workers: it only matches the ``last_due`` this
+        worker read, and the row lock it takes is held until commit, so a concurrent worker's UPDATE
+        waits, then matches nothing. Each occurrence is therefore queued exactly once.
+        """
+
+        def transact() -> list[TaskExec] | None:
+            with transaction.atomic(using=self.db):
+                rows = ScheduleExec.objects.using(self.db).filter(name=name)
+                rows = rows.filter(last_due__isnull=True) if last_due is None else rows.filter(last_due=last_due)
+                if not rows.update(last_due=new_last_due, state=ScheduleExec.States.ACTIVE):
+                    return None
+                saved = []
+                for execution in executions:
+                    execution.pk = None  # a retried transaction inserts afresh
+                    saved.append(self.insert(execution))
+                if saved:
+                    ScheduleExec.objects.using(self.db).filter(name=name).update(last_task=saved[-1])
+                return saved
+
+        return self.retrying(transact)
+
+    def record_schedule_run(self, name: str, execution: TaskExec, first_last_due: datetime.datetime) -> TaskExec:
+        """Insert ``execution`` as an on-demand run of schedule ``name``; its cron timeline
+        (``last_due``) is untouched, or starts at ``first_last_due`` if the schedule has no row yet."""
+        self.ensure_schedule_row(name, first_last_due)
+
+        def transact() -> TaskExec:
+            with transaction.atomic(using=self.db):
+                execution.pk = None
+                saved = self.insert(execution)
+                ScheduleExec.objects.using(self.db).filter(name=name).update(last_task=saved)
+                return saved
+
+        return self.retrying(transact)
+
+    def invalidate_unknown_schedules(self, known: Iterable[str]) -> int:
+        """Mark INVALID the schedule rows that no online worker has in its code."""
+        return self.retrying(
+            lambda: ScheduleExec.objects.using(self.db)
+            .filter(state=ScheduleExec.States.ACTIVE)
+            .exclude(name__in=list(known))
+            .update(state=ScheduleExec.States.INVALID)
         )

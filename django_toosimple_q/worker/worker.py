@@ -19,15 +19,16 @@ import time
 import traceback
 from typing import Iterable
 
-from django.conf import settings
-from django.db import InterfaceError, OperationalError, connections, router
+from django.db import InterfaceError, OperationalError, connections
 from django.utils import timezone
 
+from .. import conf
 from ..engine import Selection, get_engine
 from ..models import TaskExec, WorkerStatus
-from ..registry import tasks_registry
+from ..registry import schedules_registry, tasks_registry
 from .executor import execute, record_outcome, timeout_of
 from .isolation import ChildDied, ChildRunner, TimeLimitExceeded
+from .scheduler import Scheduler
 
 logger = logging.getLogger("django_toosimple_q.worker")
 States = TaskExec.States
@@ -57,6 +58,7 @@ class Worker:
         threads: int = 1,
         grace: float = DEFAULT_GRACE,
         task_timeout: float | None = None,
+        no_schedules: bool = False,
     ):
         self.queues = sorted(set(queues))
         self.excluded_queues = sorted(set(excluded_queues))
@@ -81,7 +83,7 @@ class Worker:
         self.threads = threads
         self.grace = float(grace)
         self.task_timeout = task_timeout
-        self.db = router.db_for_write(TaskExec)
+        self.db = conf.queue_database()
         self.engine = get_engine(self.db)
         self.status: WorkerStatus | None = None
         self.exit_code = EXIT_OK
@@ -91,12 +93,19 @@ class Worker:
         self._stopping = threading.Event()
         self._abandon = threading.Event()
         self._wake = threading.Event()
+        self._reread_sleeping = threading.Event()
         self._grace_deadline: float | None = None
         self._in_flight: dict[int, TaskExec] = {}
         self._todo: queue.SimpleQueue[TaskExec | None] = queue.SimpleQueue()
         self._children: list[ChildRunner] = []
         self._last_heartbeat: datetime.datetime | None = None
-        self._last_invalidation: datetime.datetime | None = None
+        self._duties_due: datetime.datetime | None = None  # None: at the first pass
+        self._last_housekeeping: datetime.datetime | None = None
+        # None: this worker never touches schedules (--no_schedules).
+        self.scheduler: Scheduler | None = None
+        if not no_schedules:
+            served = [s for s in schedules_registry.values() if self._serves(s.queue_name)]
+            self.scheduler = Scheduler(self.engine, served)
 
     # -- public ------------------------------------------------------------------------------------
 
@@ -111,6 +120,9 @@ class Worker:
         ]
         for thread in threads:
             thread.start()
+        listener = self.engine.listener(self._serves, self._notified)
+        if listener is not None:
+            listener.start()
         crash = None
         try:
             self._loop()
@@ -122,6 +134,8 @@ class Worker:
             self._stopping.set()
             self._finish_in_flight()
         finally:
+            if listener is not None:
+                listener.stop()
             if not self.abandoned:
                 for _ in threads:
                     self._todo.put(None)
@@ -169,11 +183,18 @@ class Worker:
                 return
 
     def _pass(self) -> bool | None:
-        """One pass of the loop; returns None when the worker is done (``--once``/``--until_done``)."""
+        """One pass of the loop; returns None when the worker is done (``--once``/``--until_done``).
+
+        While executions keep coming, a pass is a single claim statement; the other duties run once per
+        tick (or when the next sleeping execution is due).
+        """
         now = timezone.now()
         self._heartbeat_if_due(now)
-        self.engine.wake_sleeping(now)
-        self._rescue_and_invalidate(now)
+        if self._duties_due is None or now >= self._duties_due or self._reread_sleeping.is_set():
+            self._reread_sleeping.clear()
+            self._duties(now)
+        if self.scheduler:
+            self.scheduler.run_due(now)
         free = self.threads - len(self._in_flight)
         claimed = self.engine.claim(self.status, self.selection, free, now) if free > 0 else []
         for execution in claimed:
@@ -187,10 +208,23 @@ class Worker:
             return None
         if self._in_flight and len(claimed) == free:
             # Every slot is busy and there may be more work: wait for a slot, not a tick.
-            self._wait(self._seconds_until_heartbeat())
+            self._wait(min(self._seconds_until_heartbeat(), self._seconds_until_schedule()))
         elif not claimed:
-            self._wait(self._idle_wait(now))
+            # Idle: until the next duties (tick or sleeping execution due), a free slot, or a notification.
+            until_duties = (self._duties_due - timezone.now()).total_seconds()
+            self._wait(min(self._seconds_until_heartbeat(), until_duties, self._seconds_until_schedule()))
         return True
+
+    def _notified(self, sleeping: bool) -> None:
+        """Called by the listener thread: a served queue got work."""
+        if sleeping:
+            self._reread_sleeping.set()  # re-read when the next sleeping execution is due
+        self._wake.set()
+
+    def _serves(self, queue_name: str) -> bool:
+        if self.queues:
+            return queue_name in self.queues
+        return queue_name not in self.excluded_queues
 
     def _task_thread(self) -> None:
         """Run claimed executions one after the other until told to stop (``None``)."""
@@ -235,12 +269,12 @@ class Worker:
             self._wait(self._seconds_until_heartbeat())
             self._heartbeat_if_due(timezone.now())
 
-    def _idle_wait(self, now: datetime.datetime) -> float:
-        wait = self._seconds_until_heartbeat()
-        next_due = self.engine.next_wake_up()
-        if next_due is not None:
-            wait = min(wait, (next_due - now).total_seconds())
-        return wait
+    def _seconds_until_schedule(self) -> float:
+        """Until the next occurrence of a schedule: a long tick must not make it late."""
+        next_due = self.scheduler.next_wake_up() if self.scheduler else None
+        if next_due is None:
+            return float("inf")
+        return max((next_due - timezone.now()).total_seconds(), 0.0)
 
     # -- stopping ----------------------------------------------------------------------------------
 
@@ -293,12 +327,25 @@ class Worker:
             self.engine.heartbeat(self.status, now)
             self._last_heartbeat = now
 
-    def _rescue_and_invalidate(self, now: datetime.datetime) -> None:
-        """Rescue executions of dead workers (every pass is cheap: both tables are small or indexed);
-        invalidate executions of tasks that no online worker knows (at most every 30 s)."""
-        live = list(WorkerStatus.objects.using(self.db).filter(stopped__isnull=True))
+    def _duties(self, now: datetime.datetime) -> None:
+        """Once per tick: wake due sleeping executions and rescue those of dead workers; every 30 s at
+        most, the housekeeping (see ``_housekeeping``)."""
+        next_sleeping = self.engine.wake_sleeping(now)
+        self._duties_due = now + datetime.timedelta(seconds=self.tick)
+        if next_sleeping is not None:
+            self._duties_due = min(self._duties_due, next_sleeping)
+        live = self.engine.live_workers()
         dead = [w.pk for w in live if not w.is_fresh(now) and w.pk != self.status.pk]
-        for orphan in self.engine.orphans(dead):
+        housekeeping = self._last_housekeeping is None or (now - self._last_housekeeping).total_seconds() >= max(
+            self.tick, 30.0
+        )
+        self._rescue(now, dead, include_stopped=housekeeping)
+        if housekeeping:
+            self._last_housekeeping = now
+            self._housekeeping(now, live)
+
+    def _rescue(self, now: datetime.datetime, dead: list[int], include_stopped: bool) -> None:
+        for orphan in self.engine.orphans(dead, include_stopped):
             replacement = self.engine.interrupt(
                 orphan, f"Interrupted: its worker (#{orphan.worker_id}) stopped or stopped responding.", now
             )
@@ -307,10 +354,9 @@ class Worker:
                     "Rescued %s #%s from a dead worker: replaced by #%s", orphan.task_name, orphan.pk, replacement.pk
                 )
 
-        if self._last_invalidation and (now - self._last_invalidation).total_seconds() < max(self.tick, 30.0):
-            return
-        self._last_invalidation = now
-        grace = getattr(settings, "TOOSIMPLEQ_UNKNOWN_TASK_GRACE", 60)
+    def _housekeeping(self, now: datetime.datetime, live: list[WorkerStatus]) -> None:
+        """Invalidate executions of tasks that no online worker knows; delete old finished ones."""
+        grace = conf.unknown_task_grace()
         known = set(tasks_registry)
         for worker in live:
             if worker.is_fresh(now):
@@ -318,6 +364,27 @@ class Worker:
         count = self.engine.invalidate_unknown(known, now - datetime.timedelta(seconds=grace), now)
         if count:
             logger.warning("Marked %s execution(s) INVALID: no online worker has their task registered", count)
+        keep = conf.delete_finished_after()
+        if keep is not None:
+            # Small batches, for at most about a second per housekeeping round.
+            deadline = time.monotonic() + 1.0
+            deleted = 0
+            while time.monotonic() < deadline and not self._stopping.is_set():
+                batch = self.engine.prune(now - keep)
+                deleted += batch
+                if batch == 0:
+                    break
+            if deleted:
+                logger.info("Deleted %s execution(s) finished more than %s ago", deleted, keep)
+        if self.scheduler:
+            # Rolling deploys: a schedule missing from this worker's code may be in an older one's.
+            known_schedules = set(schedules_registry)
+            for worker in live:
+                if worker.is_fresh(now):
+                    known_schedules.update(worker.schedules or [])
+            self.scheduler.invalidate_unknown(known_schedules)
+            # Also the first pass's reading of the schedules' rows; later, it picks up outside changes.
+            self.scheduler.refresh(now)
 
     # -- start and exit ----------------------------------------------------------------------------
 
@@ -331,6 +398,7 @@ class Worker:
             queues=self.queues,
             excluded_queues=self.excluded_queues,
             tasks=sorted(tasks_registry),
+            schedules=sorted(schedules_registry),
             timeout=self.timeout,
             started=now,
             last_seen=now,
@@ -343,14 +411,19 @@ class Worker:
             queues = "every queue except " + ", ".join(self.excluded_queues)
         else:
             queues = "every queue"
+        if self.scheduler is None:
+            schedules = "not run (--no_schedules)"
+        else:
+            schedules = ", ".join(sorted(self.scheduler.schedules)) or "none for these queues"
         logger.info(
-            "Worker %s started (%s, %s thread(s), tick %ss, database %r); tasks: %s",
+            "Worker %s started (%s, %s thread(s), tick %ss, database %r); tasks: %s; schedules: %s",
             self.label,
             queues,
             self.threads,
             self.tick,
             self.db,
             ", ".join(sorted(tasks_registry)) or "none registered",
+            schedules,
         )
 
     def _record_exit(self, crash: str | None) -> None:

@@ -89,3 +89,9 @@ def chaos_record(key):
     Record.objects.create(key=key, pid=os.getpid())
     time.sleep((hash(key) % 20) / 1000)
     return key
+
+
+# Worker subprocesses of tests/test_schedules.py get their schedules from tests/app/schedules.py,
+# only when asked, so that other tests' workers never see them.
+if os.environ.get("TOOSIMPLEQ_TEST_SCHEDULES"):
+    from . import schedules  # noqa: E402, F401

@@ -76,6 +76,11 @@ class Command(BaseCommand):
             help="how many tasks this worker runs at once, each in its own thread (default: 1)",
         )
         parser.add_argument(
+            "--no_schedules",
+            action="store_true",
+            help="run tasks but never create executions from schedules",
+        )
+        parser.add_argument(
             "--reload",
             choices=["always", "never"],
             default=None,
@@ -99,6 +104,7 @@ class Command(BaseCommand):
                     threads=options["threads"],
                     grace=options["grace"],
                     task_timeout=options["task_timeout"],
+                    no_schedules=options["no_schedules"],
                 )
             except ValueError as exc:
                 raise CommandError(str(exc)) from None

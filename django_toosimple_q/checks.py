@@ -1,0 +1,28 @@
+"""Django system checks: schedules that cannot work stop ``manage.py worker`` (and ``check``) at start-up."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core import checks
+
+from .registry import ConfigurationError, schedules_registry
+
+
+@checks.register("toosimpleq")
+def check_schedules(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Each registered schedule must name a registered task, a valid cron expression and time zone,
+    and arguments the task accepts (the decorator refuses these too; this catches later changes)."""
+    from .schedules import validate
+
+    errors: list[checks.CheckMessage] = []
+    for name, schedule in sorted(schedules_registry.items()):
+        try:
+            validate(schedule)
+            if name != schedule.name:
+                raise ConfigurationError(
+                    f"Schedule {schedule.name!r} (cron {schedule.cron!r}) is registered under another name, {name!r}"
+                )
+        except ConfigurationError as exc:
+            errors.append(checks.Error(str(exc), obj=schedule, id="toosimpleq.E001"))
+    return errors

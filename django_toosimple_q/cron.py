@@ -1,0 +1,203 @@
+"""Cron expressions: parsing, next occurrences, time zones and daylight saving time.
+
+A schedule fires at *wall-clock* times of its time zone, so a ``30 8 * * *`` schedule stays at 08:30
+all year round. Daylight saving changes make some wall-clock times happen twice (clocks go back) and
+others never (clocks go forward). The rule, so that each intended occurrence fires once and never twice:
+
+* Schedules pinned to some hours (the hour field is not ``*``), e.g. ``30 2 * * *``:
+  - a repeated time fires once, at its first occurrence (summer time);
+  - a skipped time fires once, at the instant the clocks jump forward (several skipped times of the
+    same jump merge into that one firing).
+* Schedules that fire every hour (the hour field is ``*``), e.g. ``*/15 * * * *`` or
+  ``* * * * * */15``, follow the clock on the wall as it really runs: during the repeated hour they
+  fire in both passes (each is a distinct instant, 15 real minutes apart), and skipped times do not
+  fire (there is no gap in real time to make up for).
+
+Occurrences are returned as aware datetimes in UTC: Python compares two datetimes of the *same*
+zone by their wall-clock reading, ignoring ``fold``, which would be wrong in a repeated hour. Use
+``Cron.local()`` to show one in the schedule's zone.
+"""
+
+from __future__ import annotations
+
+import datetime
+import threading
+import zoneinfo
+from typing import Iterator
+
+from croniter import CroniterBadDateError, croniter
+
+#: The expression of a schedule that never fires by itself (run it with ``run_schedule_now``).
+MANUAL = "manual"
+
+UTC = datetime.timezone.utc
+# Longer than any daylight saving shift in the time zone database (2 hours at most).
+_SHIFT_BOUND = datetime.timedelta(hours=3)
+
+
+class InvalidCron(ValueError):
+    """The cron expression cannot be used; the message says why."""
+
+
+def get_zone(name: str | None) -> datetime.tzinfo:
+    """The IANA time zone ``name``, or the project's ``TIME_ZONE`` when ``name`` is None."""
+    if name is None:
+        from django.conf import settings
+
+        name = settings.TIME_ZONE or "UTC"
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise InvalidCron(f"{name!r} is not a known IANA time zone name (e.g. 'Europe/Paris')") from None
+
+
+class Cron:
+    """A parsed cron expression evaluated in one time zone."""
+
+    def __init__(self, expression: str, zone: datetime.tzinfo):
+        self.expression = expression
+        self.zone = zone
+        self.manual = expression == MANUAL
+        if self.manual:
+            return
+        if not isinstance(expression, str):
+            raise InvalidCron(f"the cron expression must be a string, not {expression!r}")
+        fields = expression.split()
+        is_alias = len(fields) == 1 and fields[0].startswith("@")
+        if not is_alias and len(fields) not in (5, 6):
+            raise InvalidCron(
+                f"{expression!r} has {len(fields)} fields; use 5 (minute hour day month weekday), "
+                f"6 (the same plus seconds last), an alias such as '@hourly', or 'manual'"
+            )
+        self._lock = threading.Lock()  # the croniter object is stateful; the admin may share this one
+        try:
+            self._iter = croniter(expression, datetime.datetime(2000, 1, 1))
+        except Exception as exc:  # croniter raises several unrelated types for bad input
+            raise InvalidCron(f"{expression!r} is not a valid cron expression: {exc}") from None
+        hours = self._iter.expanded[1]
+        self.every_hour = hours == ["*"] or len(hours) == 24
+        if self._next_wall(datetime.datetime(2000, 1, 1)) is None:
+            raise InvalidCron(f"{expression!r} never occurs")
+
+    # -- public ------------------------------------------------------------------------------------
+
+    def local(self, instant: datetime.datetime) -> datetime.datetime:
+        """``instant`` in the schedule's time zone (for display and for the task's datetime argument)."""
+        return instant.astimezone(self.zone)
+
+    def next_after(self, moment: datetime.datetime) -> datetime.datetime | None:
+        """The first occurrence strictly after the aware ``moment`` (in UTC); None if there is none."""
+        if self.manual:
+            return None
+        moment = moment.astimezone(UTC)
+        wall = moment.astimezone(self.zone).replace(tzinfo=None)
+        best = self._first_from_wall(wall, moment)
+        if self.every_hour:
+            # Clocks going back within the next hours: the second pass repeats wall-clock times that
+            # lie *before* ``wall``, so search it separately.
+            fall_back = self._transition_within(moment, moment + _SHIFT_BOUND, going_back=True)
+            if fall_back is not None:
+                repeated = self._first_repeated(fall_back, moment)
+                if repeated is not None and (best is None or repeated < best):
+                    best = repeated
+        return best
+
+    def occurrences(self, after: datetime.datetime, until: datetime.datetime) -> Iterator[datetime.datetime]:
+        """Occurrences in ``(after, until]``, oldest first."""
+        current, until = after.astimezone(UTC), until.astimezone(UTC)
+        while (current := self.next_after(current)) is not None and current <= until:
+            yield current
+
+    def latest(
+        self, after: datetime.datetime, until: datetime.datetime, keep: int
+    ) -> tuple[list[datetime.datetime], bool]:
+        """The last ``keep`` occurrences in ``(after, until]`` (oldest first), and whether older ones
+        were left out. Cheap even after months of downtime: it only walks back as far as needed."""
+        after, until = after.astimezone(UTC), until.astimezone(UTC)
+        step = datetime.timedelta(minutes=1)
+        while True:
+            start = max(after, until - step)
+            found = list(self.occurrences(start, until))
+            if len(found) >= keep or start == after:
+                break
+            step *= 4
+        left_out = len(found) > keep
+        if not left_out and start > after:
+            first = self.next_after(after)
+            left_out = first is not None and first <= start
+        return found[-keep:], left_out
+
+    # -- wall clock <-> instants -------------------------------------------------------------------
+
+    def _next_wall(self, wall: datetime.datetime) -> datetime.datetime | None:
+        with self._lock:
+            self._iter.set_current(wall, force=True)
+            try:
+                return self._iter.get_next(datetime.datetime)
+            except CroniterBadDateError:
+                return None
+
+    def _first_from_wall(self, wall: datetime.datetime, moment: datetime.datetime) -> datetime.datetime | None:
+        """The first instant after ``moment`` among wall-clock matches after ``wall``."""
+        candidate = wall
+        while (candidate := self._next_wall(candidate)) is not None:
+            for instant in self._instants(candidate):
+                if instant > moment:
+                    return instant
+        return None
+
+    def _instants(self, wall: datetime.datetime) -> list[datetime.datetime]:
+        """The instants at which the wall-clock time ``wall`` fires (see the module docstring)."""
+        first = wall.replace(tzinfo=self.zone, fold=0)
+        if _round_trip(first) != wall:  # skipped by clocks going forward
+            if self.every_hour:
+                return []
+            around = _normal(first)
+            return [self._transition_within(around - _SHIFT_BOUND, around + _SHIFT_BOUND, going_back=False)]
+        second = wall.replace(tzinfo=self.zone, fold=1)
+        if self.every_hour and second.utcoffset() != first.utcoffset():  # repeated by clocks going back
+            return [_normal(first), _normal(second)]
+        return [_normal(first)]
+
+    def _first_repeated(self, fall_back: datetime.datetime, moment: datetime.datetime) -> datetime.datetime | None:
+        """The first second-pass occurrence after ``moment`` in the hour repeated from ``fall_back``."""
+        old_offset = (fall_back - datetime.timedelta(seconds=1)).astimezone(self.zone).utcoffset()
+        new_offset = fall_back.astimezone(self.zone).utcoffset()
+        start_wall = (fall_back + new_offset).replace(tzinfo=None)
+        end_wall = start_wall + (old_offset - new_offset)
+        candidate = start_wall - datetime.timedelta(microseconds=1)
+        while (candidate := self._next_wall(candidate)) is not None and candidate < end_wall:
+            instant = _normal(candidate.replace(tzinfo=self.zone, fold=1))
+            if instant > moment:
+                return instant
+        return None
+
+    def _transition_within(
+        self, start: datetime.datetime, end: datetime.datetime, *, going_back: bool
+    ) -> datetime.datetime | None:
+        """The instant in ``(start, end]`` where the UTC offset goes down (or up), to the second."""
+        before, after = start.astimezone(self.zone).utcoffset(), end.astimezone(self.zone).utcoffset()
+        # Two changes within a few hours do not happen in the time zone database.
+        if before == after or (after < before) != going_back:
+            return None
+        low, high = int(start.timestamp()), int(end.timestamp()) + 1
+        while high - low > 1:  # invariant: offset(low) == before, offset(high) != before
+            middle = (low + high) // 2
+            if _offset_at(middle, self.zone) == before:
+                low = middle
+            else:
+                high = middle
+        return datetime.datetime.fromtimestamp(high, tz=UTC)
+
+
+def _round_trip(aware: datetime.datetime) -> datetime.datetime:
+    return aware.astimezone(UTC).astimezone(aware.tzinfo).replace(tzinfo=None)
+
+
+def _normal(aware: datetime.datetime) -> datetime.datetime:
+    """The same instant in UTC, where comparisons and arithmetic are exact."""
+    return aware.astimezone(UTC)
+
+
+def _offset_at(timestamp: int, zone: datetime.tzinfo) -> datetime.timedelta | None:
+    return datetime.datetime.fromtimestamp(timestamp, tz=zone).utcoffset()

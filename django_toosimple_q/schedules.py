@@ -1,0 +1,162 @@
+"""Schedules: when a registered task is queued by itself, and running one on demand.
+
+``@schedule_task`` (in ``decorators``) builds a ``Schedule`` and stores it in
+``registry.schedules_registry``; the worker's scheduler (``worker/scheduler.py``) turns its due
+occurrences into executions.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.db import router
+from django.utils import timezone
+
+from .cron import MANUAL, Cron, InvalidCron, get_zone
+from .registry import ConfigurationError, Task, schedules_registry, tasks_registry
+
+if TYPE_CHECKING:
+    from .models import TaskExec
+
+logger = logging.getLogger("django_toosimple_q.schedules")
+
+
+@dataclass(eq=False)
+class Schedule:
+    """A registered schedule: which task to queue, with which arguments, at which occurrences."""
+
+    name: str
+    task: Task
+    cron: str
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    run_on_creation: bool = False
+    catch_up: bool = False
+    datetime_kwarg: str | None = None
+    queue_name: str = "default"
+    timezone: str | None = None
+    _crons: dict[str, Cron] = field(default_factory=dict, init=False, repr=False)
+
+    @property
+    def task_name(self) -> str:
+        return self.task.name
+
+    @property
+    def manual(self) -> bool:
+        return self.cron == MANUAL
+
+    @property
+    def zone(self) -> datetime.tzinfo:
+        """The time zone the cron expression is read in: ``timezone=`` or the project's ``TIME_ZONE``."""
+        return get_zone(self.timezone)
+
+    @property
+    def parsed_cron(self) -> Cron:
+        zone = self.zone
+        key = str(zone)  # TIME_ZONE may change between tests (override_settings)
+        if key not in self._crons:
+            self._crons[key] = Cron(self.cron, zone)
+        return self._crons[key]
+
+    def next_after(self, moment: datetime.datetime) -> datetime.datetime | None:
+        """The first occurrence strictly after ``moment`` (UTC), or None for a manual schedule."""
+        return self.parsed_cron.next_after(moment)
+
+    def new_exec(self, occurrence: datetime.datetime | None, due: datetime.datetime | None = None) -> TaskExec:
+        """An unsaved execution for ``occurrence`` (None: run outside of the cron timeline)."""
+        # Resolve by name: a module imported again registers a new Task object under the same name.
+        task = tasks_registry.get(self.task_name, self.task)
+        kwargs = dict(self.kwargs)
+        if self.datetime_kwarg:
+            kwargs[self.datetime_kwarg] = self.parsed_cron.local(occurrence) if occurrence is not None else None
+        return task.new_exec(self.args, kwargs, to_db(due if due is not None else occurrence))
+
+    def run_now(self) -> TaskExec:
+        """Queue one execution now; see ``run_schedule_now``."""
+        return run_schedule_now(self.name)
+
+    def __repr__(self) -> str:
+        return f"<Schedule {self.name} {self.cron!r} -> {self.task_name}>"
+
+
+def to_aware(value: datetime.datetime | None) -> datetime.datetime | None:
+    """A datetime read from the database or ``timezone.now()``, made aware (USE_TZ=False gives naive)."""
+    if value is None or timezone.is_aware(value):
+        return value
+    return timezone.make_aware(value)
+
+
+def to_db(value: datetime.datetime | None) -> datetime.datetime | None:
+    """An aware datetime as Django expects it for the database: naive local time if USE_TZ=False."""
+    if value is None or settings.USE_TZ or timezone.is_naive(value):
+        return value
+    return timezone.make_naive(value)
+
+
+def validate(schedule: Schedule) -> None:
+    """Raise ``ConfigurationError`` naming the schedule and what to change if it cannot work."""
+    where = f"Schedule {schedule.name!r} (cron {schedule.cron!r})"
+    if not isinstance(schedule.name, str) or not schedule.name or len(schedule.name) > 255:
+        raise ConfigurationError(f"{where}: the name must be a non-empty string of at most 255 characters")
+    if not isinstance(schedule.task, Task):
+        raise ConfigurationError(
+            f"{where}: {schedule.task!r} is not a registered task; put @schedule_task above @register_task()"
+        )
+    if tasks_registry.get(schedule.task_name) is None:
+        raise ConfigurationError(f"{where}: its task {schedule.task_name!r} is not registered")
+    if not isinstance(schedule.queue_name, str) or not schedule.queue_name:
+        raise ConfigurationError(f"{where}: queue must be a non-empty string, not {schedule.queue_name!r}")
+    if schedule.datetime_kwarg is not None and (not isinstance(schedule.datetime_kwarg, str) or not schedule.datetime_kwarg):
+        raise ConfigurationError(f"{where}: datetime_kwarg must be a keyword argument name, not {schedule.datetime_kwarg!r}")
+    try:
+        # The validity of an expression does not depend on the zone; the zone name is checked too.
+        Cron(schedule.cron, get_zone(schedule.timezone) if schedule.timezone is not None else datetime.timezone.utc)
+    except InvalidCron as exc:
+        raise ConfigurationError(f"{where}: {exc}") from None
+    kwargs = dict(schedule.kwargs)
+    if schedule.datetime_kwarg:
+        kwargs[schedule.datetime_kwarg] = None
+    try:
+        schedule.task.check_call(tuple(schedule.args), kwargs)
+    except TypeError as exc:
+        raise ConfigurationError(f"{where}: {exc}") from None
+
+
+def register_schedule(schedule: Schedule) -> Schedule:
+    """Validate ``schedule`` and add it to ``schedules_registry`` (refusing a clash of names)."""
+    validate(schedule)
+    existing = schedules_registry.get(schedule.name)
+    if existing is not None:
+        # The same module imported again (a new Task object under the same task name) replaces its
+        # schedules, like tasks; anything else sharing the name is a mistake.
+        if existing.task is schedule.task or existing.task_name != schedule.task_name:
+            raise ConfigurationError(
+                f"Schedule {schedule.name!r} (cron {schedule.cron!r}) clashes with schedule {existing.name!r} "
+                f"(cron {existing.cron!r}) of task {existing.task_name!r}: give each schedule a distinct "
+                f"name with @schedule_task(name=...)"
+            )
+        logger.info("Schedule %r registered again: the new definition replaces the earlier one", schedule.name)
+    schedules_registry[schedule.name] = schedule
+    return schedule
+
+
+def run_schedule_now(name: str) -> TaskExec:
+    """Queue one execution of schedule ``name`` right now and return it.
+
+    The cron timeline is left as it is (the next occurrences fire as planned); the execution is
+    recorded as the schedule's ``last_task``, and its ``datetime_kwarg`` (if any) is None, as for any
+    run outside of the schedule. Works for every schedule, including ``cron="manual"`` ones.
+    """
+    from .engine import get_engine
+    from .models import ScheduleExec
+
+    schedule = schedules_registry.get(name)
+    if schedule is None:
+        raise LookupError(f"No schedule named {name!r} is registered (known: {', '.join(sorted(schedules_registry)) or 'none'})")
+    engine = get_engine(router.db_for_write(ScheduleExec))
+    now = timezone.now()
+    return engine.record_schedule_run(name, schedule.new_exec(None, due=now), first_last_due=now)
