@@ -11,7 +11,8 @@ from multiprocessing.connection import Connection
 
 
 def child_main(conn: Connection, db_names: dict[str, str]) -> None:
-    """Set Django up once, then run the executions the parent sends, one at a time."""
+    """Set Django up once, then run the executions the parent sends, one at a time, and send back
+    their outcomes (the parent records them)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent worker decides when we stop
     import django
 
@@ -22,18 +23,13 @@ def child_main(conn: Connection, db_names: dict[str, str]) -> None:
     for alias, name in db_names.items():
         settings.DATABASES[alias]["NAME"] = name
 
-    from .engine import get_engine
-    from .models import TaskExec, WorkerStatus
-    from .worker.executor import execute
+    from .worker.executor import run_execution
 
     while True:
         try:
-            message = conn.recv()
+            execution = conn.recv()
         except EOFError:
             return  # the parent is gone
-        if message is None:
+        if execution is None:
             return
-        execution_pk, worker_pk, db = message
-        execution = TaskExec.objects.using(db).get(pk=execution_pk)
-        execute(execution, get_engine(db), WorkerStatus(pk=worker_pk))
-        conn.send("done")
+        conn.send(run_execution(execution))

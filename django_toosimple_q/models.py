@@ -144,8 +144,16 @@ class TaskExec(models.Model):
             StateIndex(state="QUEUED", fields=["-priority", "due", "id"], name="toosimpleq_claim_idx"),
             StateIndex(state="SLEEPING", fields=["due"], name="toosimpleq_sleeping_idx"),
             StateIndex(state="PROCESSING", fields=["worker"], name="toosimpleq_processing_idx"),
-            # Retention deletes, and "finished in the last hours" views, by finish time.
-            models.Index(fields=["finished"], name="toosimpleq_finished_idx"),
+            # For the admin and monitoring: counts per state, failures and throughput over a time
+            # window (index-only range scans instead of reading the whole history).
+            models.Index(fields=["state", "finished"], name="toosimpleq_state_finished_idx"),
+            # The admin list: newest-first order and its date hierarchy (ordered lookups on ``created``).
+            models.Index(fields=["created"], name="toosimpleq_created_idx"),
+        ]
+        # Each admin action has its own permission (see docs/admin.md).
+        permissions = [
+            ("requeue_taskexec", _("Can requeue task executions")),
+            ("cancel_taskexec", _("Can cancel waiting task executions")),
         ]
 
     def __str__(self) -> str:

@@ -53,11 +53,9 @@ class Task:
     # -- running (on the worker) ---------------------------------------------------------------------
 
     def run(self, execution: TaskExec) -> Any:
-        """Call the function with the stored arguments of ``execution``; the executor records the outcome."""
+        """Call the function with the stored arguments of ``execution`` (on the worker, which records the
+        outcome); an ``async def`` function runs on an event loop of its own."""
         return call_function(self.func, execution.args, execution.kwargs)
-
-    def outcome_recorded(self, execution: TaskExec) -> None:
-        """Called on the worker once the final state of ``execution`` is written (a hook; nothing here)."""
 
     # -- queuing -------------------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from django.tasks.signals import task_enqueued, task_finished, task_started
 from django.utils.module_loading import import_string
 
 from . import serialization
+from . import signals as worker_signals
 from .conf import queue_database
 from .models import TaskExec
 from .registry import ConfigurationError, Task, call_function, insert_execution, tasks_registry
@@ -119,19 +120,38 @@ class DjangoTaskAdapter(Task):
 
     def run(self, execution: TaskExec) -> Any:
         django_task = self.django_task
-        result = result_of_chain(chain_to(execution), django_task.backend)
-        task_started.send(sender=type(django_task.get_backend()), task_result=result)
         args = list(execution.args)
         if django_task.takes_context:
+            result = result_of_chain(chain_to(execution), django_task.backend)
             args.insert(0, TaskContext(task_result=result))
         value = call_function(django_task.func, args, execution.kwargs)
         return json_round_trip(value, f"The return value of {self.name}")
 
-    def outcome_recorded(self, execution: TaskExec) -> None:
-        if execution.replaced_by_id is not None:
-            return  # a retry follows: the call is not finished
+    def send(self, signal: Any, execution: TaskExec) -> None:
+        """Send one of Django's task signals for ``execution``, with the result of its call."""
         result = result_of_chain(chain_to(execution), self.django_task.backend)
-        task_finished.send(sender=type(self.django_task.get_backend()), task_result=result)
+        signal.send(sender=type(self.django_task.get_backend()), task_result=result)
+
+
+# Django's signals follow the worker's own (``signals``): sent by the worker process, receivers'
+# errors logged and never changing the outcome. ``task_started`` at each attempt; ``task_finished``
+# once the call is finished, i.e. not for an attempt whose retry follows.
+
+
+def _on_worker_task_started(sender: Any, execution: TaskExec, **kwargs: Any) -> None:
+    adapter = tasks_registry.get(execution.task_name)
+    if isinstance(adapter, DjangoTaskAdapter):
+        adapter.send(task_started, execution)
+
+
+def _on_worker_task_finished(sender: Any, execution: TaskExec, **kwargs: Any) -> None:
+    adapter = tasks_registry.get(execution.task_name)
+    if isinstance(adapter, DjangoTaskAdapter) and execution.replaced_by_id is None:
+        adapter.send(task_finished, execution)
+
+
+worker_signals.task_started.connect(_on_worker_task_started, dispatch_uid="toosimpleq-django-task-started")
+worker_signals.task_finished.connect(_on_worker_task_finished, dispatch_uid="toosimpleq-django-task-finished")
 
 
 def adapter_for(obj: Any) -> DjangoTaskAdapter | None:

@@ -68,6 +68,8 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    # Serves the admin's CSS/JS to the browser tests (pytest-django's live_server uses it).
+    "django.contrib.staticfiles",
     "django_toosimple_q",
     "django_toosimple_q.contrib.mail",
     "tests.app",
@@ -92,6 +94,7 @@ TEMPLATES = [
     }
 ]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+STATIC_URL = "static/"
 TOOSIMPLEQ_UNKNOWN_TASK_GRACE = 0
 
 # contrib.mail: a worker subprocess delivers to the SMTP server its test started on loopback.

@@ -16,6 +16,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from ..models import ScheduleExec, TaskExec, WorkerStatus
+from .. import serialization
 from ..registry import insert_execution
 
 logger = logging.getLogger("django_toosimple_q.engine")
@@ -185,17 +186,61 @@ class Engine:
             )
         )
 
-    def fail_and_retry(self, execution: TaskExec, worker: WorkerStatus, replacement: TaskExec, **fields: Any) -> bool:
-        """Mark ``execution`` FAILED and link it to ``replacement`` (inserted, or merged into a waiting twin)."""
+    def record_and_claim(
+        self,
+        worker: WorkerStatus,
+        outcomes: list[tuple[TaskExec, dict[str, Any], TaskExec | None]],
+        selection: Selection,
+        limit: int,
+        now: datetime.datetime,
+    ) -> tuple[list[bool], list[TaskExec]]:
+        """Record finished executions and claim new ones in ONE transaction: a commit (a disk flush
+        on PostgreSQL and MariaDB) is the expensive part, so a batch of outcomes shares one.
 
-        def transact() -> bool:
+        ``outcomes`` are (execution, fields, replacement): a failed execution with a replacement is
+        linked to it (inserted, or merged into a waiting twin). Returns, for each outcome, whether it
+        was recorded (False: the execution was taken from this worker meanwhile), and the claimed
+        executions.
+        """
+
+        def transact() -> tuple[list[bool], list[TaskExec]]:
             with transaction.atomic(using=self.db):
-                if not self.finish(execution, worker, **fields):
-                    return False
-                saved = self.insert(replacement)
-                self.objects().filter(pk=execution.pk).update(replaced_by=saved)
-                execution.replaced_by = saved
-                return True
+                recorded = [self._record(worker, *outcome) for outcome in outcomes]
+                claimed = self.claim(worker, selection, limit, now) if limit > 0 else []
+                return recorded, claimed
+
+        return self.retrying(transact)
+
+    def _record(self, worker: WorkerStatus, execution: TaskExec, fields: dict[str, Any], replacement) -> bool:
+        fields = {k: v for k, v in fields.items() if k != "retry"}
+        if not self.finish(execution, worker, **fields):
+            return False
+        if replacement is not None:
+            replacement.pk = None  # a retried transaction inserts afresh
+            saved = self.insert(replacement)
+            self.objects().filter(pk=execution.pk).update(replaced_by=saved)
+            execution.replaced_by = saved
+        return True
+
+    def release(self, executions: list[TaskExec], worker: WorkerStatus) -> int:
+        """Give claimed executions that never started back to the queue (QUEUED, no worker)."""
+
+        def transact() -> int:
+            released = 0
+            with transaction.atomic(using=self.db):
+                for execution in executions:
+                    rows = self.objects().filter(pk=execution.pk, state=States.PROCESSING, worker_id=worker.pk)
+                    released += rows.update(state=States.QUEUED, started=None, worker=None)
+                    task = execution.task
+                    if task is not None and task.unique:
+                        # Waiting again: its call is unique again, unless an identical call was queued meanwhile.
+                        key = serialization.call_fingerprint(execution.task_name, execution.args, execution.kwargs)
+                        try:
+                            with transaction.atomic(using=self.db):
+                                self.objects().filter(pk=execution.pk).update(unique_key=key)
+                        except IntegrityError:
+                            pass
+            return released
 
         return self.retrying(transact)
 

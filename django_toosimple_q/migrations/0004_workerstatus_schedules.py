@@ -7,7 +7,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('toosimpleq', '0003_finished_index'),
+        ('toosimpleq', '0003_admin_permissions_and_indexes'),
     ]
 
     operations = [

@@ -1,17 +1,16 @@
-"""Run one claimed execution and record its outcome."""
+"""Run one claimed execution and describe its outcome; the worker records outcomes in batches."""
 
 from __future__ import annotations
 
 import datetime
 import logging
 import traceback
-from typing import Any, Callable
+from typing import Any
 
 from django.utils import timezone
 
 from .. import serialization
-from ..engine import Engine
-from ..models import TaskExec, WorkerStatus, describe
+from ..models import TaskExec, describe
 from ..registry import Task, tasks_registry
 from .capture import capture_output
 
@@ -19,83 +18,55 @@ logger = logging.getLogger("django_toosimple_q.worker")
 States = TaskExec.States
 
 
-def execute(
-    execution: TaskExec, engine: Engine, worker: WorkerStatus, give_up: Callable[[], bool] = lambda: False
-) -> None:
-    """Run ``execution`` (already PROCESSING for ``worker``) here and write its final state.
+def run_execution(execution: TaskExec) -> dict[str, Any]:
+    """Run ``execution`` here and return the fields of its outcome (nothing is written).
 
-    Never raises for anything the task does. The outcome is written persistently (through database
-    restarts) until ``give_up()``: a finished execution must not be left PROCESSING.
+    Never raises for anything the task does: its exceptions, including SystemExit and
+    KeyboardInterrupt, make a FAILED outcome; a row that cannot run makes an INVALID one.
     """
+    started = timezone.now()
     task = tasks_registry.get(execution.task_name)
     problem = invalid_reason(execution, task)
     if problem:
-        logger.warning("Execution #%s of %r is invalid: %s", execution.pk, execution.task_name, problem)
-        fields = {"state": States.INVALID, "finished": timezone.now(), "error": problem}
-        engine.persistently(lambda: engine.finish(execution, worker, **fields), give_up)
-        return
+        return {"state": States.INVALID, "started": started, "finished": started, "error": problem}
 
-    logger.info("Running %s #%s with %s", execution.task_name, execution.pk, describe(tuple(execution.args)))
+    logger.debug("Running %s #%s with %s", execution.task_name, execution.pk, describe(tuple(execution.args)))
     error = None
     with capture_output() as output:
         try:
             result = task.run(execution)
         except BaseException:  # noqa: BLE001 - SystemExit/KeyboardInterrupt raised by a task are its failure
             error = traceback.format_exc()
-    fields: dict[str, Any] = {"finished": timezone.now(), "output": output.getvalue()}
+    fields: dict[str, Any] = {"started": started, "finished": timezone.now(), "output": output.getvalue()}
     if error is not None:
         fields.update(state=States.FAILED, error=error)
+        return fields
+    try:
+        serialization.dumps(result, "the result")
+    except serialization.UnstorableValue as exc:
+        # The task did run to completion: retrying would repeat its effects for nothing.
+        fields.update(state=States.FAILED, error=f"The task ran, but {exc}. Not retried.", retry=False)
     else:
-        try:
-            serialization.dumps(result, "the result")
-        except serialization.UnstorableValue as exc:
-            # The task did run to completion: retrying would repeat its effects for nothing.
-            fields.update(state=States.FAILED, error=f"The task ran, but {exc}. Not retried.", retry=False)
-        else:
-            fields.update(state=States.SUCCEEDED, result=result)
-    record_outcome(execution, engine, worker, fields, give_up)
+        fields.update(state=States.SUCCEEDED, result=result)
+    return fields
 
 
-def record_outcome(
-    execution: TaskExec,
-    engine: Engine,
-    worker: WorkerStatus,
-    fields: dict[str, Any],
-    give_up: Callable[[], bool] = lambda: False,
-) -> None:
-    """Write a final state; a failure with retries left is replaced by a sleeping retry."""
-    may_retry = fields.pop("retry", True)
+def failed_outcome(error: str) -> dict[str, Any]:
+    """The outcome of an execution stopped from the outside (time limit, its process died)."""
+    return {"state": States.FAILED, "finished": timezone.now(), "error": error}
+
+
+def replacement_for_retry(execution: TaskExec, fields: dict[str, Any]) -> TaskExec | None:
+    """The sleeping retry of a failed execution, or None when it must not be retried."""
+    if fields["state"] != States.FAILED or not fields.get("retry", True) or execution.retries <= 0:
+        return None
+    due = fields["finished"] + datetime.timedelta(seconds=execution.retry_delay)
+    return execution.make_replacement(due, execution.retries - 1, execution.retry_delay * 2)
+
+
+def log_outcome(execution: TaskExec, fields: dict[str, Any], recorded: bool) -> None:
     state = fields["state"]
-    if state == States.FAILED and may_retry and execution.retries > 0:
-        due = fields["finished"] + datetime.timedelta(seconds=execution.retry_delay)
-        replacement = execution.make_replacement(due, execution.retries - 1, execution.retry_delay * 2)
-        recorded = engine.persistently(
-            lambda: engine.fail_and_retry(execution, worker, replacement, **fields), give_up
-        )
-        if recorded:
-            logger.warning(
-                "%s #%s failed; retry #%s due at %s (%s retries left):\n%s",
-                execution.task_name,
-                execution.pk,
-                execution.replaced_by_id,
-                due.isoformat(),
-                replacement.retries,
-                fields["error"],
-            )
-    else:
-        recorded = engine.persistently(lambda: engine.finish(execution, worker, **fields), give_up)
-        if recorded and state == States.FAILED:
-            logger.error("%s #%s failed:\n%s", execution.task_name, execution.pk, fields["error"])
-        elif recorded:
-            logger.info("%s #%s %s", execution.task_name, execution.pk, state.lower())
-    if recorded:
-        task = tasks_registry.get(execution.task_name)
-        if task is not None:
-            try:
-                task.outcome_recorded(execution)
-            except Exception:  # noqa: BLE001 - a hook's fault must not stop the worker
-                logger.exception("%s #%s: the outcome hook failed", execution.task_name, execution.pk)
-    else:
+    if not recorded:
         logger.warning(
             "%s #%s finished (%s) after it was taken from this worker (interrupted or rescued); "
             "its outcome is not recorded",
@@ -103,6 +74,19 @@ def record_outcome(
             execution.pk,
             state,
         )
+    elif execution.replaced_by_id and state == States.FAILED:
+        logger.warning(
+            "%s #%s failed; retry #%s due in %gs:\n%s",
+            execution.task_name,
+            execution.pk,
+            execution.replaced_by_id,
+            execution.retry_delay,
+            fields["error"],
+        )
+    elif state in (States.FAILED, States.INVALID):
+        logger.error("%s #%s %s:\n%s", execution.task_name, execution.pk, state.lower(), fields["error"])
+    else:
+        logger.info("%s #%s %s", execution.task_name, execution.pk, state.lower())
 
 
 def timeout_of(execution: TaskExec, default: float | None) -> float | None:

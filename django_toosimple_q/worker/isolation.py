@@ -2,11 +2,11 @@
 
 Python cannot stop a thread from the outside, so a task thread of the worker hands a time-limited
 execution to its own child process (started once, with Django set up, and reused) and waits at most
-the time limit. When it is exceeded the child is killed (SIGKILL: whatever the task was doing, it
-stops), the execution is marked FAILED with a timeout error (retried if it has retries left) and a
-fresh child is started for the next one. Cost: one process per task thread that ever runs a
-time-limited task, started on first use (about the time of a Django start-up), then a pipe round
-trip per execution.
+the time limit for its outcome. When it is exceeded the child is killed (SIGKILL: whatever the task
+was doing, it stops), the execution is marked FAILED with a timeout error (retried if it has retries
+left) and a fresh child is started for the next one. Cost: one process per task thread that ever
+runs a time-limited task, started on first use (about the time of a Django start-up), then a pipe
+round trip per execution.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import multiprocessing
 import os
 import signal
 from multiprocessing.connection import Connection
-from typing import Callable
+from typing import Any
 
 from django.db import connections
 
 from .._child import child_main
-from ..models import TaskExec, WorkerStatus
+from ..models import TaskExec
 
 logger = logging.getLogger("django_toosimple_q.worker")
 
@@ -49,15 +49,15 @@ class ChildRunner:
         child_end.close()
         self.conn = parent_end
 
-    def run(self, execution: TaskExec, worker: WorkerStatus, db: str, timeout: float, stopping: Callable[[], bool]):
-        """Run ``execution`` in the child; raise TimeLimitExceeded (child killed) after ``timeout``."""
+    def run(self, execution: TaskExec, timeout: float) -> dict[str, Any]:
+        """Run ``execution`` in the child and return its outcome fields; raise TimeLimitExceeded
+        (the child is killed) after ``timeout`` seconds, ChildDied if the child ended."""
         if self.process is None or not self.process.is_alive():
             self._start()
-        self.conn.send((execution.pk, worker.pk, db))
+        self.conn.send(execution)
         if self.conn.poll(timeout):
             try:
-                self.conn.recv()
-                return
+                return self.conn.recv()
             except (EOFError, OSError):
                 pass  # the child died (e.g. os._exit or a crash in the task)
             self.close(kill=True)

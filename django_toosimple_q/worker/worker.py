@@ -19,14 +19,14 @@ import time
 import traceback
 from typing import Iterable
 
-from django.db import InterfaceError, OperationalError, connections
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.utils import timezone
 
-from .. import conf
+from .. import conf, signals
 from ..engine import Selection, get_engine
 from ..models import TaskExec, WorkerStatus
 from ..registry import schedules_registry, tasks_registry
-from .executor import execute, record_outcome, timeout_of
+from .executor import failed_outcome, log_outcome, replacement_for_retry, run_execution, timeout_of
 from .isolation import ChildDied, ChildRunner, TimeLimitExceeded
 from .scheduler import Scheduler
 
@@ -95,8 +95,14 @@ class Worker:
         self._wake = threading.Event()
         self._reread_sleeping = threading.Event()
         self._grace_deadline: float | None = None
+        #: Claimed and not yet recorded: waiting in ``_todo``, running, or finished in ``_done``.
         self._in_flight: dict[int, TaskExec] = {}
         self._todo: queue.SimpleQueue[TaskExec | None] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[tuple[TaskExec, dict]] = queue.SimpleQueue()
+        #: Outcomes taken from ``_done`` whose recording has not been committed yet.
+        self._pending: list[tuple[TaskExec, dict, TaskExec | None]] = []
+        self._running: set[int] = set()
+        self._average_run = None  # seconds, a moving average of how long executions take
         self._children: list[ChildRunner] = []
         self._last_heartbeat: datetime.datetime | None = None
         self._duties_due: datetime.datetime | None = None  # None: at the first pass
@@ -185,8 +191,9 @@ class Worker:
     def _pass(self) -> bool | None:
         """One pass of the loop; returns None when the worker is done (``--once``/``--until_done``).
 
-        While executions keep coming, a pass is a single claim statement; the other duties run once per
-        tick (or when the next sleeping execution is due).
+        While executions keep coming, a pass is one transaction that records the outcomes finished
+        since the last pass and claims as many new executions; the other duties run once per tick
+        (or when the next sleeping execution is due).
         """
         now = timezone.now()
         self._heartbeat_if_due(now)
@@ -195,8 +202,8 @@ class Worker:
             self._duties(now)
         if self.scheduler:
             self.scheduler.run_due(now)
-        free = self.threads - len(self._in_flight)
-        claimed = self.engine.claim(self.status, self.selection, free, now) if free > 0 else []
+        capacity = self.threads if self.once else self._capacity()
+        free, claimed = self._record_and_claim(capacity, now)
         for execution in claimed:
             self._in_flight[execution.pk] = execution
             self._todo.put(execution)
@@ -204,16 +211,50 @@ class Worker:
         if self.once:
             self._wait_for_all()
             return None
-        if self.until_done and not claimed and not self._in_flight:
+        if self.until_done and free > 0 and not claimed and not self._in_flight:
             return None
-        if self._in_flight and len(claimed) == free:
-            # Every slot is busy and there may be more work: wait for a slot, not a tick.
+        if not self._done.empty():
+            return True  # more outcomes to record already
+        if self._in_flight and len(claimed) >= free:
+            # Every slot is busy and there may be more work: wait for an outcome, not a tick.
             self._wait(min(self._seconds_until_heartbeat(), self._seconds_until_schedule()))
         elif not claimed:
-            # Idle: until the next duties (tick or sleeping execution due), a free slot, or a notification.
+            # Idle: until the next duties (tick or sleeping execution due), an outcome, or a notification.
             until_duties = (self._duties_due - timezone.now()).total_seconds()
             self._wait(min(self._seconds_until_heartbeat(), until_duties, self._seconds_until_schedule()))
         return True
+
+    def _record_and_claim(self, capacity: int, now: datetime.datetime) -> tuple[int, list[TaskExec]]:
+        """Record the outcomes finished so far and claim executions up to ``capacity`` held at once,
+        in one transaction; returns how many could be claimed, and the claimed executions."""
+        while True:
+            try:
+                execution, fields = self._done.get_nowait()
+            except queue.Empty:
+                break
+            self._pending.append((execution, fields, replacement_for_retry(execution, fields)))
+        free = capacity - (len(self._in_flight) - len(self._pending))
+        claim = free > 0 and not self._stopping.is_set()
+        if not self._pending and not claim:
+            return free, []
+        recorded, claimed = self.engine.record_and_claim(
+            self.status, self._pending, self.selection, free if claim else 0, now
+        )
+        pending, self._pending = self._pending, []
+        for (execution, fields, _replacement), ok in zip(pending, recorded):
+            self._in_flight.pop(execution.pk, None)
+            log_outcome(execution, fields, ok)
+            if ok:
+                signals.send(signals.task_finished, execution)
+        return free, claimed
+
+    def _capacity(self) -> int:
+        """How many executions to hold at once: one per thread, plus, when executions are short, a few
+        more claimed ahead so that threads never wait for the database (about 50 ms of work)."""
+        if self._average_run is None:
+            return self.threads
+        extra = int(self.threads * 0.05 / max(self._average_run, 0.0005))
+        return self.threads + min(extra, 32)
 
     def _notified(self, sleeping: bool) -> None:
         """Called by the listener thread: a served queue got work."""
@@ -227,47 +268,54 @@ class Worker:
         return queue_name not in self.excluded_queues
 
     def _task_thread(self) -> None:
-        """Run claimed executions one after the other until told to stop (``None``)."""
+        """Run claimed executions one after the other until told to stop (``None``); their outcomes
+        go to the main thread, which records them."""
         child = ChildRunner()
         self._children.append(child)
         try:
             while (execution := self._todo.get()) is not None:
+                self._running.add(execution.pk)
+                signals.send(signals.task_started, execution)
                 try:
-                    self._run_one(execution, child)
-                except Exception as exc:  # noqa: BLE001 - our own bookkeeping failed, not the task
-                    logger.exception("Recording the outcome of execution #%s failed", execution.pk)
-                    self._interrupt_safely(execution, f"The worker could not record the outcome: {exc!r}")
-                finally:
-                    self._in_flight.pop(execution.pk, None)
-                    self._wake.set()
-                    # A task that broke its connection must not poison the next one on this thread.
-                    for conn in connections.all():
-                        if conn.connection is not None and not conn.is_usable():
-                            conn.close()
+                    fields = self._run(execution, child)
+                except Exception as exc:  # noqa: BLE001 - a fault of ours, not of the task
+                    logger.exception("Running execution #%s failed", execution.pk)
+                    fields = failed_outcome(f"The worker failed to run the task: {exc!r}")
+                fields.setdefault("started", execution.started)
+                duration = (fields["finished"] - fields["started"]).total_seconds()
+                self._average_run = duration if self._average_run is None else 0.9 * self._average_run + 0.1 * duration
+                self._done.put((execution, fields))
+                self._running.discard(execution.pk)
+                self._wake.set()
+                # A task that broke its connection must not poison the next one on this thread.
+                for conn in connections.all():
+                    if conn.connection is not None and not conn.is_usable():
+                        conn.close()
         finally:
             child.close()
             connections.close_all()
 
-    def _run_one(self, execution: TaskExec, child: ChildRunner) -> None:
+    def _run(self, execution: TaskExec, child: ChildRunner) -> dict:
         limit = timeout_of(execution, self.task_timeout)
         if limit is None:
-            execute(execution, self.engine, self.status, give_up=self._abandon.is_set)
-            return
+            return run_execution(execution)
         try:
-            child.run(execution, self.status, self.db, limit, self._abandon.is_set)
+            return child.run(execution, limit)
         except (TimeLimitExceeded, ChildDied) as exc:
             logger.error("%s #%s: %s", execution.task_name, execution.pk, exc)
-            fields = {"state": States.FAILED, "finished": timezone.now(), "error": f"{type(exc).__name__}: {exc}"}
-            record_outcome(execution, self.engine, self.status, fields, give_up=self._abandon.is_set)
+            return failed_outcome(f"{type(exc).__name__}: {exc}")
 
     def _wait(self, seconds: float) -> None:
         self._wake.wait(max(seconds, 0))
         self._wake.clear()
 
     def _wait_for_all(self) -> None:
+        """Wait until every claimed execution has run and its outcome is recorded."""
         while self._in_flight:
             self._wait(self._seconds_until_heartbeat())
-            self._heartbeat_if_due(timezone.now())
+            now = timezone.now()
+            self._heartbeat_if_due(now)
+            self._record_and_claim(0, now)
 
     def _seconds_until_schedule(self) -> float:
         """Until the next occurrence of a schedule: a long tick must not make it late."""
@@ -279,13 +327,27 @@ class Worker:
     # -- stopping ----------------------------------------------------------------------------------
 
     def _finish_in_flight(self) -> None:
-        """After a stop: let running executions finish until the grace period ends, then interrupt them."""
+        """After a stop: give back what has not started, let running executions finish until the grace
+        period ends (recording their outcomes), then interrupt what still runs."""
+        not_started = []
+        while True:
+            try:
+                execution = self._todo.get_nowait()
+            except queue.Empty:
+                break
+            if execution is not None:
+                not_started.append(execution)
+        if not_started and self._safely(lambda: self.engine.release(not_started, self.status)) is not None:
+            for execution in not_started:
+                self._in_flight.pop(execution.pk, None)
         while self._in_flight and not self._abandon.is_set():
             remaining = (self._grace_deadline or time.monotonic()) - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or (not self._running and self._done.empty() and not self._pending):
                 break
             self._wait(min(remaining, self._seconds_until_heartbeat()))
             self._safely(lambda: self._heartbeat_if_due(timezone.now()))
+            self._safely(lambda: self._record_and_claim(0, timezone.now()))
+        self._safely(lambda: self._record_and_claim(0, timezone.now()))
         if not self._in_flight:
             return
         self.abandoned = True

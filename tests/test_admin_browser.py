@@ -1,0 +1,197 @@
+"""End to end: the admin in a real headless Chromium, driven by Playwright, against a live server.
+
+Needs the ``playwright`` package and Debian's ``chromium`` (/usr/bin/chromium, or the path in
+TOOSIMPLEQ_CHROMIUM). Without them these tests are skipped with the reason, unless
+TOOSIMPLEQ_REQUIRE_BROWSER=1, which makes that a failure. Screenshots of every page visited are
+written to test-artifacts/admin/ so that a person can look at them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from django_toosimple_q.models import TaskExec, WorkerStatus
+
+from .conftest import ROOT
+
+CHROMIUM = os.environ.get("TOOSIMPLEQ_CHROMIUM", "/usr/bin/chromium")
+REQUIRED = os.environ.get("TOOSIMPLEQ_REQUIRE_BROWSER") == "1"
+ARTIFACTS = ROOT / "test-artifacts" / "admin"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+States = TaskExec.States
+
+
+def _missing() -> str | None:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright package is not installed (pip install -e '.[test]')"
+    if not Path(CHROMIUM).exists():
+        return f"no Chromium at {CHROMIUM} (apt-get install chromium, or set TOOSIMPLEQ_CHROMIUM)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    problem = _missing()
+    if problem:
+        if REQUIRED:
+            pytest.fail(f"TOOSIMPLEQ_REQUIRE_BROWSER=1 but {problem}")
+        pytest.skip(problem)
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are plain
+    # synchronous code, which Django would otherwise refuse here.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            yield launched
+            launched.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+@pytest.fixture
+def page(browser, live_server, django_user_model):
+    django_user_model.objects.create_superuser("admin", "admin@example.com", "secret-pw")
+    context = browser.new_context(viewport={"width": 1600, "height": 1000}, locale="en-US")
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    page.base = live_server.url  # type: ignore[attr-defined]
+    yield page
+    context.close()
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def log_in(page) -> None:
+    page.goto(f"{page.base}/admin/login/?next=/admin/")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "secret-pw")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#site-name")
+    shot(page, "00-admin-index")
+
+
+def select_rows_and_run(page, ids: list[int], action: str) -> None:
+    for pk in ids:
+        page.check(f'input[name="_selected_action"][value="{pk}"]')
+    page.select_option('select[name="action"]', action)
+    page.click('button[name="index"]')
+    page.wait_for_selector("ul.messagelist")
+
+
+def listed_ids(page) -> list[int]:
+    return [int(v) for v in page.eval_on_selector_all('input[name="_selected_action"]', "els => els.map(e => e.value)")]
+
+
+def seed() -> dict[str, TaskExec]:
+    now = timezone.now()
+    worker = WorkerStatus.objects.create(label="worker-1", host="web-1", pid=4242, timeout=600, queues=["default"])
+    rows = {}
+    for i in range(12):
+        end = now - datetime.timedelta(minutes=3 * i + 1)
+        rows[f"ok{i}"] = TaskExec.objects.create(
+            task_name="add",
+            args=[i, i],
+            result=2 * i,
+            state=States.SUCCEEDED,
+            started=end - datetime.timedelta(seconds=1),
+            finished=end,
+            worker=worker,
+        )
+    rows["failed"] = TaskExec.objects.create(
+        task_name="fail",
+        args=["<b>not bold</b>"],
+        state=States.FAILED,
+        started=now - datetime.timedelta(minutes=2),
+        finished=now - datetime.timedelta(minutes=2),
+        error='Traceback (most recent call last):\n  File "tasks.py", line 3, in fail\nValueError: <b>not bold</b>',
+        worker=worker,
+    )
+    rows["queued"] = TaskExec.objects.create(
+        task_name="echo", args=["later"], queue="mail", state=States.QUEUED, due=now - datetime.timedelta(minutes=4)
+    )
+    rows["running"] = TaskExec.objects.create(
+        task_name="sleep_then_record", args=["k", 30], state=States.PROCESSING, started=now, worker=worker
+    )
+    return rows
+
+
+@pytest.mark.django_db(transaction=True)
+def test_admin_flow(page):
+    rows = seed()
+    log_in(page)
+
+    # The executions list.
+    page.goto(f"{page.base}/admin/toosimpleq/taskexec/")
+    page.wait_for_selector("#result_list")
+    shot(page, "01-executions")
+    assert rows["failed"].pk in listed_ids(page)
+    assert "<b>" not in page.inner_text("#result_list") or page.locator("#result_list b").count() == 0
+
+    # Filter the failures from the sidebar.
+    page.click("#changelist-filter >> text=Failed")
+    page.wait_for_url(re.compile(r"state__exact=FAILED"))
+    assert listed_ids(page) == [rows["failed"].pk]
+    shot(page, "02-failures")
+
+    # The failure's detail page shows the traceback, escaped.
+    page.click(f'#result_list th a[href*="/{rows["failed"].pk}/change/"] >> nth=0')
+    page.wait_for_selector("text=ValueError")
+    assert page.locator(".field-error_display pre").inner_text().endswith("ValueError: <b>not bold</b>")
+    shot(page, "03-failure-detail")
+    page.go_back()
+
+    # Requeue it: a new execution appears, linked from the old one.
+    select_rows_and_run(page, [rows["failed"].pk], "requeue")
+    shot(page, "04-requeued")
+    new = TaskExec.objects.exclude(pk__in=[r.pk for r in rows.values()]).get()
+    assert f"#{new.pk}" in page.inner_text("ul.messagelist")
+    page.goto(f"{page.base}/admin/toosimpleq/taskexec/")
+    assert listed_ids(page)[0] == new.pk
+    assert new.args == ["<b>not bold</b>"] and new.state == States.QUEUED
+    shot(page, "05-list-with-new-row")
+
+    # Cancel a queued execution.
+    page.goto(f"{page.base}/admin/toosimpleq/taskexec/?state__exact=QUEUED")
+    select_rows_and_run(page, [rows["queued"].pk], "cancel")
+    assert "Cancelled 1 execution." in page.inner_text("ul.messagelist")
+    shot(page, "06-cancelled")
+    rows["queued"].refresh_from_db()
+    assert rows["queued"].state == States.CANCELLED
+
+    # The dashboard, reached from the app index.
+    page.goto(f"{page.base}/admin/toosimpleq/")
+    shot(page, "07-app-index")
+    page.click("text=Queue dashboard")
+    page.wait_for_selector("svg.toosimpleq-chart")
+    assert page.locator("svg.toosimpleq-chart rect").count() >= 12
+    assert "worker-1" in page.inner_text("#toosimpleq-health")
+    shot(page, "08-dashboard")
+
+    # Workers.
+    page.goto(f"{page.base}/admin/toosimpleq/workerstatus/")
+    assert f"sleep_then_record #{rows['running'].pk}" in page.inner_text("#result_list")
+    shot(page, "09-workers")
