@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -84,6 +85,16 @@ class StateIndex(models.Index):
         )
 
 
+class QueueManager(models.Manager):
+    """Queries go to ``TOOSIMPLEQ_DATABASE`` when it is set (even without the router), so the library,
+    the admin and your code read the queue where it is."""
+
+    def get_queryset(self) -> models.QuerySet:
+        queryset = super().get_queryset()
+        alias = getattr(settings, "TOOSIMPLEQ_DATABASE", None)
+        return queryset.using(alias) if alias else queryset
+
+
 class TaskExec(models.Model):
     """One planned or past call of a registered task."""
 
@@ -104,6 +115,8 @@ class TaskExec(models.Model):
         @classmethod
         def finished(cls) -> list[str]:
             return [cls.SUCCEEDED, cls.FAILED, cls.INTERRUPTED, cls.INVALID, cls.CANCELLED]
+
+    objects = QueueManager()
 
     id = models.BigAutoField(primary_key=True)
     task_name = models.CharField(_("task name"), max_length=255)
@@ -200,6 +213,8 @@ class ScheduleExec(models.Model):
         ACTIVE = "ACTIVE", _("Active")
         INVALID = "INVALID", _("Invalid")
 
+    objects = QueueManager()
+
     id = models.BigAutoField(primary_key=True)
     name = models.CharField(_("name"), max_length=255, unique=True)
     last_due = models.DateTimeField(_("last due"), null=True, blank=True)
@@ -225,6 +240,8 @@ class WorkerStatus(models.Model):
         STOPPED = "STOPPED", _("Stopped")
         TERMINATED = "TERMINATED", _("Terminated")
         CRASHED = "CRASHED", _("Crashed")
+
+    objects = QueueManager()
 
     id = models.BigAutoField(primary_key=True)
     label = models.CharField(_("label"), max_length=255)

@@ -142,3 +142,32 @@ def test_postgresql_notifications_wake_an_idle_worker(workers, vendor):
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "queue"])
+def test_admin_reads_the_queue_database(client, django_user_model):
+    admin = django_user_model.objects.create_superuser("boss", "boss@example.com", "pw")
+    client.force_login(admin)
+    with override_settings(TOOSIMPLEQ_DATABASE="queue"):
+        execution = tasks_registry["record"].queue("seen in the admin")
+        page = client.get("/admin/toosimpleq/taskexec/")
+        assert page.status_code == 200 and "record" in page.content.decode()
+        assert not TaskExec.objects.using("default").exists()
+        detail = client.get(f"/admin/toosimpleq/taskexec/{execution.pk}/change/")
+        assert detail.status_code == 200 and "seen in the admin" in detail.content.decode()
+
+
+def test_sqlite_wal_setting(vendor):
+    if vendor != "sqlite":
+        pytest.skip("SQLite only")
+    from django.db import connection as conn
+
+    from django_toosimple_q.apps import use_sqlite_wal
+
+    use_sqlite_wal(None, conn)
+    with conn.cursor() as cursor:
+        assert cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert cursor.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    # Later tests share this file: back to the default journal.
+    with conn.cursor() as cursor:
+        cursor.execute("PRAGMA journal_mode=DELETE")

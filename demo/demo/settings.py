@@ -46,6 +46,8 @@ DATABASES = {
         "OPTIONS": {"timeout": 20},
     }
 }
+# The web server and the worker share one SQLite file: write-ahead logging lets them work side by side.
+TOOSIMPLEQ_SQLITE_WAL = True
 USE_TZ = True
 TIME_ZONE = "UTC"
 STATIC_URL = "static/"

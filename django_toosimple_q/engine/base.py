@@ -13,11 +13,11 @@ from typing import Any, Callable, Iterable, TypeVar
 
 from django.db import IntegrityError, InterfaceError, OperationalError, connections, transaction
 from django.db.models import Q
-from django.utils import timezone
 
-from ..models import ScheduleExec, TaskExec, WorkerStatus
+from ..models import TaskExec, WorkerStatus
 from .. import serialization
 from ..registry import insert_execution
+from .schedules import ScheduleStatements
 
 logger = logging.getLogger("django_toosimple_q.engine")
 T = TypeVar("T")
@@ -33,7 +33,7 @@ class Selection:
     excluded_queues: list[str]
 
 
-class Engine:
+class Engine(ScheduleStatements):
     #: Appended to the inner SELECT of the claim (row locks where the database has them).
     lock_clause = ""
 
@@ -105,6 +105,20 @@ class Engine:
     def heartbeat(self, worker: WorkerStatus, now: datetime.datetime) -> None:
         worker.last_seen = now
         self.retrying(lambda: WorkerStatus.objects.using(self.db).filter(pk=worker.pk).update(last_seen=now))
+
+    def tick(self, worker: WorkerStatus, now: datetime.datetime) -> tuple[datetime.datetime | None, list[WorkerStatus]]:
+        """The per-tick bookkeeping of an idle worker, in one transaction (one commit): heartbeat,
+        wake due sleeping executions; returns when the next sleeping one is due, and the live workers."""
+
+        def transact():
+            with transaction.atomic(using=self.db):
+                WorkerStatus.objects.using(self.db).filter(pk=worker.pk).update(last_seen=now)
+                next_sleeping = self.wake_sleeping(now)
+                return next_sleeping, self.live_workers()
+
+        result = self.retrying(transact)
+        worker.last_seen = now
+        return result
 
     def listener(self, queues_served: Callable[[str], bool], wake: Callable[[bool], None]):
         """Something that calls ``wake(sleeping)`` as soon as a served queue gets work, or None (poll only)."""
@@ -322,87 +336,3 @@ class Engine:
             return []
         return list(self.objects().filter(state=States.PROCESSING).filter(where))
 
-    # -- schedules ---------------------------------------------------------------------------------
-
-    def schedule_rows(self, names: Iterable[str]) -> dict[str, ScheduleExec]:
-        return self.retrying(
-            lambda: {row.name: row for row in ScheduleExec.objects.using(self.db).filter(name__in=list(names))}
-        )
-
-    def ensure_schedule_row(self, name: str, last_due: datetime.datetime | None) -> ScheduleExec:
-        """The row of schedule ``name``, inserted with ``last_due`` if it has none yet; if another
-        worker inserts it at the same time, theirs is returned (the unique name arbitrates)."""
-
-        def transact() -> ScheduleExec:
-            row = ScheduleExec.objects.using(self.db).filter(name=name).first()
-            if row is not None:
-                return row
-            try:
-                with transaction.atomic(using=self.db):
-                    return ScheduleExec.objects.using(self.db).create(name=name, last_due=last_due)
-            except IntegrityError:
-                return ScheduleExec.objects.using(self.db).get(name=name)
-
-        return self.retrying(transact)
-
-    def reactivate_schedules(self, names: Iterable[str]) -> int:
-        """Rows marked INVALID whose schedule is back in the code become ACTIVE (history kept)."""
-        return self.retrying(
-            lambda: ScheduleExec.objects.using(self.db)
-            .filter(name__in=list(names), state=ScheduleExec.States.INVALID)
-            .update(state=ScheduleExec.States.ACTIVE)
-        )
-
-    def advance_schedule(
-        self,
-        name: str,
-        last_due: datetime.datetime | None,
-        new_last_due: datetime.datetime,
-        executions: list[TaskExec],
-    ) -> list[TaskExec] | None:
-        """Move schedule ``name`` from ``last_due`` to ``new_last_due`` and insert ``executions``, in
-        one transaction; None (nothing written) if another worker moved it first.
-
-        The conditional UPDATE is the arbiter between workers: it only matches the ``last_due`` this
-        worker read, and the row lock it takes is held until commit, so a concurrent worker's UPDATE
-        waits, then matches nothing. Each occurrence is therefore queued exactly once.
-        """
-
-        def transact() -> list[TaskExec] | None:
-            with transaction.atomic(using=self.db):
-                rows = ScheduleExec.objects.using(self.db).filter(name=name)
-                rows = rows.filter(last_due__isnull=True) if last_due is None else rows.filter(last_due=last_due)
-                if not rows.update(last_due=new_last_due, state=ScheduleExec.States.ACTIVE):
-                    return None
-                saved = []
-                for execution in executions:
-                    execution.pk = None  # a retried transaction inserts afresh
-                    saved.append(self.insert(execution))
-                if saved:
-                    ScheduleExec.objects.using(self.db).filter(name=name).update(last_task=saved[-1])
-                return saved
-
-        return self.retrying(transact)
-
-    def record_schedule_run(self, name: str, execution: TaskExec, first_last_due: datetime.datetime) -> TaskExec:
-        """Insert ``execution`` as an on-demand run of schedule ``name``; its cron timeline
-        (``last_due``) is untouched, or starts at ``first_last_due`` if the schedule has no row yet."""
-        self.ensure_schedule_row(name, first_last_due)
-
-        def transact() -> TaskExec:
-            with transaction.atomic(using=self.db):
-                execution.pk = None
-                saved = self.insert(execution)
-                ScheduleExec.objects.using(self.db).filter(name=name).update(last_task=saved)
-                return saved
-
-        return self.retrying(transact)
-
-    def invalidate_unknown_schedules(self, known: Iterable[str]) -> int:
-        """Mark INVALID the schedule rows that no online worker has in its code."""
-        return self.retrying(
-            lambda: ScheduleExec.objects.using(self.db)
-            .filter(state=ScheduleExec.States.ACTIVE)
-            .exclude(name__in=list(known))
-            .update(state=ScheduleExec.States.INVALID)
-        )

@@ -55,6 +55,8 @@ class Listener:
         self.queues_served = queues_served
         self.wake = wake
         self._stop = threading.Event()
+        #: True while LISTEN is in place: the worker may then skip polling claims.
+        self.connected = False
         self._thread = threading.Thread(target=self._run, name="toosimpleq-listen", daemon=True)
 
     def start(self) -> Listener:
@@ -82,7 +84,9 @@ class Listener:
                     logger.warning("LISTEN needs psycopg 3; this worker polls every tick instead")
                     return
                 delay = 0.5
+                self.connected = True
                 # After (re)connecting, work may have been queued while nobody listened.
+                self.wake(False)
                 self.wake(True)
                 while not self._stop.is_set():
                     for notify in conn.notifies(timeout=1.0):
@@ -90,6 +94,7 @@ class Listener:
                         if self.queues_served(notify.payload.removeprefix("sleeping ")):
                             self.wake(sleeping)
             except Exception as exc:  # noqa: BLE001 - the polling tick covers us while we reconnect
+                self.connected = False
                 if self._stop.is_set():
                     break
                 logger.warning("LISTEN connection lost (%s); reconnecting in %.1fs", str(exc).strip(), delay)

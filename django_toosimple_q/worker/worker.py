@@ -19,7 +19,7 @@ import time
 import traceback
 from typing import Iterable
 
-from django.db import DatabaseError, InterfaceError, OperationalError, connections
+from django.db import InterfaceError, OperationalError, connections
 from django.utils import timezone
 
 from .. import conf, signals
@@ -42,6 +42,8 @@ EXIT_RELOAD = 3  # asks the autoreloading parent to start a fresh child
 DEFAULT_TICK = 10.0
 DEFAULT_TIMEOUT = 120.0
 DEFAULT_GRACE = 25.0
+#: Seconds between housekeeping rounds (unknown tasks, stopped workers' leftovers, retention).
+HOUSEKEEPING_INTERVAL = 60.0
 
 
 class Worker:
@@ -94,6 +96,11 @@ class Worker:
         self._abandon = threading.Event()
         self._wake = threading.Event()
         self._reread_sleeping = threading.Event()
+        self._listener = None
+        #: With a live listener, claim only when work may be there: after a notification, or while
+        #: claims come back full. Without one, every pass claims (polling).
+        self._maybe_work = threading.Event()
+        self._maybe_work.set()
         self._grace_deadline: float | None = None
         #: Claimed and not yet recorded: waiting in ``_todo``, running, or finished in ``_done``.
         self._in_flight: dict[int, TaskExec] = {}
@@ -101,7 +108,6 @@ class Worker:
         self._done: queue.SimpleQueue[tuple[TaskExec, dict]] = queue.SimpleQueue()
         #: Outcomes taken from ``_done`` whose recording has not been committed yet.
         self._pending: list[tuple[TaskExec, dict, TaskExec | None]] = []
-        self._running: set[int] = set()
         self._average_run = None  # seconds, a moving average of how long executions take
         self._children: list[ChildRunner] = []
         self._last_heartbeat: datetime.datetime | None = None
@@ -126,9 +132,10 @@ class Worker:
         ]
         for thread in threads:
             thread.start()
-        listener = self.engine.listener(self._serves, self._notified)
+        # --once/--until_done poll: they stop when a claim finds nothing.
+        listener = None if self.once or self.until_done else self.engine.listener(self._serves, self._notified)
         if listener is not None:
-            listener.start()
+            self._listener = listener.start()
         crash = None
         try:
             self._loop()
@@ -196,10 +203,10 @@ class Worker:
         (or when the next sleeping execution is due).
         """
         now = timezone.now()
-        self._heartbeat_if_due(now)
         if self._duties_due is None or now >= self._duties_due or self._reread_sleeping.is_set():
             self._reread_sleeping.clear()
-            self._duties(now)
+            self._duties(now)  # heartbeats too
+        self._heartbeat_if_due(now)
         if self.scheduler:
             self.scheduler.run_due(now)
         capacity = self.threads if self.once else self._capacity()
@@ -234,19 +241,24 @@ class Worker:
                 break
             self._pending.append((execution, fields, replacement_for_retry(execution, fields)))
         free = capacity - (len(self._in_flight) - len(self._pending))
-        claim = free > 0 and not self._stopping.is_set()
+        polling = self._listener is None or not self._listener.connected
+        claim = free > 0 and not self._stopping.is_set() and (polling or self._maybe_work.is_set())
+        if claim:
+            self._maybe_work.clear()  # set again by a notification arriving from now on
         if not self._pending and not claim:
             return free, []
         recorded, claimed = self.engine.record_and_claim(
             self.status, self._pending, self.selection, free if claim else 0, now
         )
+        if claim and len(claimed) >= free:
+            self._maybe_work.set()  # a full claim: there may be more
         pending, self._pending = self._pending, []
         for (execution, fields, _replacement), ok in zip(pending, recorded):
             self._in_flight.pop(execution.pk, None)
             log_outcome(execution, fields, ok)
             if ok:
                 signals.send(signals.task_finished, execution)
-        return free, claimed
+        return (free if claim else 0), claimed
 
     def _capacity(self) -> int:
         """How many executions to hold at once: one per thread, plus, when executions are short, a few
@@ -257,9 +269,11 @@ class Worker:
         return self.threads + min(extra, 32)
 
     def _notified(self, sleeping: bool) -> None:
-        """Called by the listener thread: a served queue got work."""
+        """Called by the listener thread: a served queue got work (or the listener reconnected)."""
         if sleeping:
             self._reread_sleeping.set()  # re-read when the next sleeping execution is due
+        else:
+            self._maybe_work.set()
         self._wake.set()
 
     def _serves(self, queue_name: str) -> bool:
@@ -274,7 +288,6 @@ class Worker:
         self._children.append(child)
         try:
             while (execution := self._todo.get()) is not None:
-                self._running.add(execution.pk)
                 signals.send(signals.task_started, execution)
                 try:
                     fields = self._run(execution, child)
@@ -285,12 +298,15 @@ class Worker:
                 duration = (fields["finished"] - fields["started"]).total_seconds()
                 self._average_run = duration if self._average_run is None else 0.9 * self._average_run + 0.1 * duration
                 self._done.put((execution, fields))
-                self._running.discard(execution.pk)
                 self._wake.set()
-                # A task that broke its connection must not poison the next one on this thread.
+                # A task that broke its connection must not poison the next one on this thread (checked
+                # only after a database error: ``is_usable()`` costs a round trip).
                 for conn in connections.all():
-                    if conn.connection is not None and not conn.is_usable():
-                        conn.close()
+                    if conn.connection is not None and conn.errors_occurred:
+                        if conn.is_usable():
+                            conn.errors_occurred = False
+                        else:
+                            conn.close()
         finally:
             child.close()
             connections.close_all()
@@ -342,7 +358,7 @@ class Worker:
                 self._in_flight.pop(execution.pk, None)
         while self._in_flight and not self._abandon.is_set():
             remaining = (self._grace_deadline or time.monotonic()) - time.monotonic()
-            if remaining <= 0 or (not self._running and self._done.empty() and not self._pending):
+            if remaining <= 0:
                 break
             self._wait(min(remaining, self._seconds_until_heartbeat()))
             self._safely(lambda: self._heartbeat_if_due(timezone.now()))
@@ -390,16 +406,16 @@ class Worker:
             self._last_heartbeat = now
 
     def _duties(self, now: datetime.datetime) -> None:
-        """Once per tick: wake due sleeping executions and rescue those of dead workers; every 30 s at
-        most, the housekeeping (see ``_housekeeping``)."""
-        next_sleeping = self.engine.wake_sleeping(now)
+        """Once per tick: heartbeat, wake due sleeping executions and rescue those of dead workers;
+        every ``HOUSEKEEPING_INTERVAL`` at most, the housekeeping (see ``_housekeeping``)."""
+        next_sleeping, live = self.engine.tick(self.status, now)
+        self._last_heartbeat = now
         self._duties_due = now + datetime.timedelta(seconds=self.tick)
         if next_sleeping is not None:
             self._duties_due = min(self._duties_due, next_sleeping)
-        live = self.engine.live_workers()
         dead = [w.pk for w in live if not w.is_fresh(now) and w.pk != self.status.pk]
         housekeeping = self._last_housekeeping is None or (now - self._last_housekeeping).total_seconds() >= max(
-            self.tick, 30.0
+            self.tick, HOUSEKEEPING_INTERVAL
         )
         self._rescue(now, dead, include_stopped=housekeeping)
         if housekeeping:

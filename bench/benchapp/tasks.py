@@ -1,0 +1,19 @@
+"""The tasks the benchmark queues (autodiscovered by the workers like any app's tasks.py)."""
+
+import time
+
+from django_toosimple_q.decorators import register_task
+
+
+@register_task(name="bench.append_line")
+def append_line(path, number):
+    """A near no-op: append one line to a file (one write() on a file opened for appending, so
+    concurrent workers never interleave lines). The drain counts the lines to check exactly-once."""
+    with open(path, "a") as file:
+        file.write(f"{number}\n")
+
+
+@register_task(name="bench.stamp")
+def stamp():
+    """Return when the task started, so the latency measurement can read it back."""
+    return time.time()
