@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from asgiref.sync import async_to_sync
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -48,6 +49,13 @@ class Task:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)
+
+    # -- running (on the worker) ---------------------------------------------------------------------
+
+    def run(self, execution: TaskExec) -> Any:
+        """Call the function with the stored arguments of ``execution`` (on the worker, which records the
+        outcome); an ``async def`` function runs on an event loop of its own."""
+        return call_function(self.func, execution.args, execution.kwargs)
 
     # -- queuing -------------------------------------------------------------------------------------
 
@@ -139,6 +147,27 @@ class Task:
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
+
+
+def call_function(func: Callable[..., Any], args: Iterable, kwargs: dict) -> Any:
+    """Call ``func``; an ``async def`` function runs to completion on an event loop of its own.
+
+    ``async_to_sync`` runs the loop in a helper thread while this thread serves the coroutine's
+    ``sync_to_async`` calls (the async ORM included), so database connections stay on the task thread.
+    """
+    if inspect.iscoroutinefunction(func):
+        return async_to_sync(func)(*args, **kwargs)
+    return func(*args, **kwargs)
+
+
+def as_registered_task(obj: Any) -> Task | None:
+    """The registered ``Task`` behind ``obj``: ``obj`` itself, or the adapter of a Django ``@task``
+    function (Django >= 6.0, see ``backends``); None for anything else."""
+    if isinstance(obj, Task):
+        return obj
+    from .backends import adapter_for
+
+    return adapter_for(obj)
 
 
 #: Rows per INSERT statement in bulk operations.

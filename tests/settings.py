@@ -103,3 +103,24 @@ if os.environ.get("TOOSIMPLEQ_TEST_EMAIL_PORT"):
     EMAIL_HOST = "127.0.0.1"
     EMAIL_PORT = int(os.environ["TOOSIMPLEQ_TEST_EMAIL_PORT"])
     EMAIL_TIMEOUT = 10
+
+# Django's tasks framework (Django >= 6.0) on our queue; "retrying" shows OPTIONS as defaults.
+import django  # noqa: E402
+
+if django.VERSION >= (6, 0):
+    TASKS = {
+        "default": {
+            "BACKEND": "django_toosimple_q.backends.QueueBackend",
+            "QUEUES": ["default", "special"],
+        },
+        "retrying": {
+            "BACKEND": "django_toosimple_q.backends.QueueBackend",
+            "QUEUES": [],
+            "OPTIONS": {"retries": 2, "retry_delay": 0},
+        },
+        "limited": {
+            "BACKEND": "django_toosimple_q.backends.QueueBackend",
+            "OPTIONS": {"timeout": 1},
+        },
+        "immediate": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"},
+    }

@@ -1,18 +1,22 @@
 """Per-execution capture of what a task prints, correct when several tasks run in threads at once.
 
 ``sys.stdout``/``sys.stderr`` are replaced once by proxies that write into the buffer of the
-execution running on the current thread, and to the real stream everywhere else.
+execution running in the current context (its task thread, and the event loop thread of an
+``async def`` task), and to the real stream everywhere else.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import io
 import sys
 import threading
 from typing import Iterator
 
-_local = threading.local()
+# A context variable rather than a thread-local: an ``async def`` task runs its event loop in a helper
+# thread (``async_to_sync``) that carries the context of the task thread, so its output is captured too.
+_buffer: contextvars.ContextVar[io.StringIO | None] = contextvars.ContextVar("toosimpleq_output", default=None)
 _install_lock = threading.Lock()
 
 
@@ -21,7 +25,7 @@ class _ThreadRoutedStream(io.TextIOBase):
         self.fallback = fallback
 
     def _target(self):
-        return getattr(_local, "buffer", None) or self.fallback
+        return _buffer.get() or self.fallback
 
     def write(self, text: str) -> int:
         return self._target().write(text)
@@ -56,9 +60,8 @@ def capture_output() -> Iterator[io.StringIO]:
     """Collect stdout and stderr written by the current thread into one buffer."""
     _install()
     buffer = io.StringIO()
-    previous = getattr(_local, "buffer", None)
-    _local.buffer = buffer
+    token = _buffer.set(buffer)
     try:
         yield buffer
     finally:
-        _local.buffer = previous
+        _buffer.reset(token)

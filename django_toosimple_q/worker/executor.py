@@ -34,7 +34,7 @@ def run_execution(execution: TaskExec) -> dict[str, Any]:
     error = None
     with capture_output() as output:
         try:
-            result = task.func(*execution.args, **execution.kwargs)
+            result = task.run(execution)
         except BaseException:  # noqa: BLE001 - SystemExit/KeyboardInterrupt raised by a task are its failure
             error = traceback.format_exc()
     fields: dict[str, Any] = {"started": started, "finished": timezone.now(), "output": output.getvalue()}

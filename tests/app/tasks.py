@@ -1,11 +1,18 @@
 """Tasks the test suite queues; autodiscovered like any app's tasks.py (also by worker subprocesses)."""
 
+import asyncio
 import os
 import time
+
+import django
 
 from django_toosimple_q.decorators import register_task
 
 from .models import Record
+
+if django.VERSION >= (6, 0):
+    # Django's own @task functions, run by our worker through django_toosimple_q.backends.QueueBackend.
+    from . import django_tasks  # noqa: F401
 
 
 @register_task(name="record")
@@ -53,6 +60,20 @@ def sleepy_limited(seconds):
 @register_task(name="exits_process", timeout=30)
 def exits_process():
     os._exit(9)
+
+
+@register_task(name="async_record")
+async def async_record(key):
+    await asyncio.sleep(0.01)
+    await Record.objects.acreate(key=key, pid=os.getpid())
+    return key
+
+
+@register_task(name="async_record_limited", timeout=30)
+async def async_record_limited(key):
+    """Time-limited, so it runs in the worker's child process."""
+    await Record.objects.acreate(key=key, pid=os.getpid())
+    return key
 
 
 if os.environ.get("TOOSIMPLEQ_TEST_NEW_VERSION"):
