@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
-from .registry import ConfigurationError, Task, tasks_registry
+from .registry import ConfigurationError, Task, as_registered_task, tasks_registry
 from .schedules import Schedule, register_schedule
 
 
@@ -83,11 +83,13 @@ def schedule_task(
     ``timezone`` is an IANA name; by default the project's ``TIME_ZONE``.
     """
 
-    def decorator(task: Task) -> Task:
-        if not isinstance(task, Task):
+    def decorator(obj: Any) -> Any:
+        # A task of ours, or a Django @task function (Django >= 6.0 with our backend).
+        task = as_registered_task(obj)
+        if task is None:
             raise ConfigurationError(
                 f"Schedule {name!r} (cron {cron!r}) must decorate a registered task: "
-                f"put @schedule_task above @register_task(), not below it"
+                f"put @schedule_task above @register_task() (or above Django's @task), not below it"
             )
         register_schedule(
             Schedule(
@@ -103,6 +105,6 @@ def schedule_task(
                 timezone=timezone,
             )
         )
-        return task
+        return obj
 
     return decorator

@@ -369,3 +369,30 @@ def test_tasks_of_other_backends_are_not_adapted():
 def test_bad_options_are_refused(options, message):
     with pytest.raises(ImproperlyConfigured, match=message):
         QueueBackend("bad", {"OPTIONS": options})
+
+
+@needs_tasks
+def test_cron_schedule_on_a_django_task():
+    from django_toosimple_q.decorators import schedule_task
+    from django_toosimple_q.registry import schedules_registry
+    from django_toosimple_q.schedules import run_schedule_now
+
+    try:
+        # Stacked on Django's @task: a seconds cron, first run as soon as a worker sees it.
+        returned = schedule_task(name="dj_add_every_second", cron="* * * * * *", args=[2, 3], run_on_creation=True)(
+            dt.dj_add
+        )
+        schedule_task(name="dj_add_on_demand", cron="manual", args=[4, 5])(dt.dj_add)
+        assert returned is dt.dj_add  # the module keeps its Django Task
+        call_command("worker", "--until_done", verbosity=0)
+        scheduled = TaskExec.objects.filter(task_name=as_registered_task(dt.dj_add).name).order_by("id")
+        assert scheduled.count() == 1 and scheduled[0].args == [2, 3]
+        result = dt.dj_add.get_result(str(scheduled[0].pk))
+        assert result.status == TaskResultStatus.SUCCESSFUL and result.return_value["sum"] == 5
+
+        on_demand = run_schedule_now("dj_add_on_demand")
+        call_command("worker", "--until_done", verbosity=0)
+        assert dt.dj_add.get_result(str(on_demand.pk)).return_value["sum"] == 9
+    finally:
+        schedules_registry.pop("dj_add_every_second", None)
+        schedules_registry.pop("dj_add_on_demand", None)

@@ -28,8 +28,8 @@ def processing(execution) -> bool:
 
 def test_sigterm_interrupts_a_long_task_after_the_grace_period(workers):
     execution = tasks_registry["sleep_then_record"].queue("long", 60)
-    proc = workers.start("--tick", "0.2", "--grace", "1")
-    wait_for(lambda: processing(execution))
+    proc = workers.start("--tick", "0.2", "--grace", "1", "-v", "2")
+    proc.wait_output(f"Running sleep_then_record #{execution.pk}")
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=30)
@@ -47,8 +47,8 @@ def test_sigterm_interrupts_a_long_task_after_the_grace_period(workers):
 
 def test_second_signal_interrupts_at_once(workers):
     execution = tasks_registry["sleep_then_record"].queue("long", 60)
-    proc = workers.start("--tick", "0.2", "--grace", "120")
-    wait_for(lambda: processing(execution))
+    proc = workers.start("--tick", "0.2", "--grace", "120", "-v", "2")
+    proc.wait_output(f"Running sleep_then_record #{execution.pk}")
     proc.send_signal(signal.SIGINT)
     proc.wait_output("Received SIGINT")  # two distinct deliveries, not one coalesced signal
     proc.send_signal(signal.SIGINT)
@@ -62,8 +62,8 @@ def test_second_signal_interrupts_at_once(workers):
 
 def test_sigkill_then_rescue_exactly_once_by_several_workers(workers):
     execution = tasks_registry["sleep_then_record"].queue("rescued", 1)
-    victim = workers.start("--tick", "0.2", "--timeout", "2")
-    wait_for(lambda: processing(execution))
+    victim = workers.start("--tick", "0.2", "--timeout", "2", "-v", "2")
+    victim.wait_output(f"Running sleep_then_record #{execution.pk}")
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=10)
     # Three workers notice the dead one at about the same moment.

@@ -98,8 +98,8 @@ def test_unique_holds_when_many_processes_queue_at_once(workers):
 def test_sigterm_waits_for_the_running_task(workers):
     task = tasks_registry["sleep_then_record"]
     execution = task.queue("slow", 2)
-    proc = workers.start("--tick", "0.2")
-    wait_for(lambda: TaskExec.objects.filter(pk=execution.pk, state=States.PROCESSING).exists())
+    proc = workers.start("--tick", "0.2", "-v", "2")
+    proc.wait_output(f"Running sleep_then_record #{execution.pk}")  # started, not only claimed
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
