@@ -118,6 +118,19 @@ class WorkerProcesses:
 
 
 @pytest.fixture
+def clean_registry():
+    """Tasks and schedules a test declares are forgotten afterwards; the test app's stay."""
+    from django_toosimple_q.registry import schedules_registry, tasks_registry
+
+    tasks, schedules = dict(tasks_registry), dict(schedules_registry)
+    yield
+    tasks_registry.clear()
+    tasks_registry.update(tasks)
+    schedules_registry.clear()
+    schedules_registry.update(schedules)
+
+
+@pytest.fixture
 def workers(transactional_db):
     procs = WorkerProcesses()
     yield procs

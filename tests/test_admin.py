@@ -17,7 +17,6 @@ from django.utils import timezone
 from django_toosimple_q import monitoring
 from django_toosimple_q.decorators import register_task
 from django_toosimple_q.models import TaskExec, WorkerStatus
-from django_toosimple_q.registry import tasks_registry
 
 pytestmark = pytest.mark.django_db
 States = TaskExec.States
@@ -61,14 +60,6 @@ def login(client, django_user_model):
         return client
 
     return login_with
-
-
-@pytest.fixture
-def clean_registry():
-    before = dict(tasks_registry)
-    yield
-    tasks_registry.clear()
-    tasks_registry.update(before)
 
 
 def rows(response) -> list[int]:

@@ -12,16 +12,8 @@ from django_toosimple_q.models import TaskExec, WorkerStatus
 from django_toosimple_q.registry import tasks_registry
 from tests.app.models import Record
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_registry")]
 States = TaskExec.States
-
-
-@pytest.fixture(autouse=True)
-def clean_registry():
-    before = dict(tasks_registry)
-    yield
-    tasks_registry.clear()
-    tasks_registry.update(before)
 
 
 def test_async_task_runs_on_the_worker_with_orm_and_output():

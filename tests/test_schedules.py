@@ -28,7 +28,7 @@ from django_toosimple_q.schedules import run_schedule_now
 from tests.app.models import Record
 from tests.conftest import wait_for
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_registry")]
 
 UTC = datetime.timezone.utc
 PARIS = zoneinfo.ZoneInfo("Europe/Paris")
@@ -37,17 +37,6 @@ NEW_YORK = zoneinfo.ZoneInfo("America/New_York")
 
 def utc(*args) -> datetime.datetime:
     return datetime.datetime(*args, tzinfo=UTC)
-
-
-@pytest.fixture(autouse=True)
-def clean_registries():
-    """Tasks and schedules declared by a test are forgotten afterwards."""
-    tasks, schedules = dict(tasks_registry), dict(schedules_registry)
-    yield
-    tasks_registry.clear()
-    tasks_registry.update(tasks)
-    schedules_registry.clear()
-    schedules_registry.update(schedules)
 
 
 @pytest.fixture

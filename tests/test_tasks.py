@@ -16,16 +16,7 @@ from django_toosimple_q.decorators import register_task
 from django_toosimple_q.models import TaskExec
 from django_toosimple_q.registry import ConfigurationError, tasks_registry
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def clean_registry():
-    """Tasks registered by a test are forgotten afterwards; the test app's tasks stay."""
-    before = dict(tasks_registry)
-    yield
-    tasks_registry.clear()
-    tasks_registry.update(before)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_registry")]
 
 
 def test_quickstart_sample():
