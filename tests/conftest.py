@@ -131,6 +131,24 @@ def clean_registry():
 
 
 @pytest.fixture
+def login(client, django_user_model):
+    """Log in a staff user holding exactly the given toosimpleq permission codenames."""
+    from django.contrib.auth.models import Permission
+
+    def login_with(*codenames: str):
+        taken = django_user_model.objects.filter(username__startswith="staff").count()
+        name = "staff" if not taken else f"staff{taken}"
+        user = django_user_model.objects.create_user(name, password="pw", is_staff=True)
+        perms = Permission.objects.filter(content_type__app_label="toosimpleq", codename__in=codenames)
+        assert perms.count() == len(codenames), "unknown permission codename"
+        user.user_permissions.add(*perms)
+        client.force_login(user)
+        return client
+
+    return login_with
+
+
+@pytest.fixture
 def workers(transactional_db):
     procs = WorkerProcesses()
     yield procs

@@ -8,7 +8,6 @@ import re
 
 import pytest
 from django.contrib.admin.models import LogEntry
-from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -45,21 +44,6 @@ def finished(state=States.SUCCEEDED, ago=datetime.timedelta(minutes=5), **fields
 def worker(label="w1", stopped=None, **fields) -> WorkerStatus:
     fields.setdefault("host", "host1")
     return WorkerStatus.objects.create(label=label, pid=1234, timeout=60, stopped=stopped, **fields)
-
-
-@pytest.fixture
-def login(client, django_user_model):
-    """Log in a staff user holding exactly the given toosimpleq permission codenames."""
-
-    def login_with(*codenames: str):
-        user = django_user_model.objects.create_user(f"user{len(codenames)}", password="pw", is_staff=True)
-        perms = Permission.objects.filter(content_type__app_label="toosimpleq", codename__in=codenames)
-        assert perms.count() == len(codenames), "unknown permission codename"
-        user.user_permissions.add(*perms)
-        client.force_login(user)
-        return client
-
-    return login_with
 
 
 def rows(response) -> list[int]:

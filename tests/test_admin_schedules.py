@@ -17,7 +17,7 @@ from django.utils import timezone, translation
 from django_toosimple_q.admin.schedules import describe_cron
 from django_toosimple_q.decorators import register_task
 from django_toosimple_q.models import ScheduleExec, TaskExec
-from django_toosimple_q.registry import schedules_registry, tasks_registry
+from django_toosimple_q.registry import schedules_registry
 from django_toosimple_q.schedules import Schedule, register_schedule
 
 pytestmark = pytest.mark.django_db
@@ -33,15 +33,9 @@ def detail(row: ScheduleExec) -> str:
 
 
 @pytest.fixture(autouse=True)
-def registries():
+def registries(clean_registry):
     """Schedules (and their task) declared by a test only; the registries are restored afterwards."""
-    tasks, schedules = dict(tasks_registry), dict(schedules_registry)
     schedules_registry.clear()
-    yield
-    tasks_registry.clear()
-    tasks_registry.update(tasks)
-    schedules_registry.clear()
-    schedules_registry.update(schedules)
 
 
 @pytest.fixture
@@ -55,21 +49,6 @@ def task():
 
 def schedule(task, name: str, cron: str = "30 8 * * 1-5", **options) -> Schedule:
     return register_schedule(Schedule(name=name, task=task, cron=cron, **options))
-
-
-@pytest.fixture
-def login(client, django_user_model):
-    """Log in a staff user holding exactly the given toosimpleq permission codenames."""
-
-    def login_with(*codenames: str):
-        user = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
-        perms = Permission.objects.filter(content_type__app_label="toosimpleq", codename__in=codenames)
-        assert perms.count() == len(codenames), "unknown permission codename"
-        user.user_permissions.add(*perms)
-        client.force_login(user)
-        return client
-
-    return login_with
 
 
 def line(html: str, name: str) -> str:
