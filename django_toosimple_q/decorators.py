@@ -21,11 +21,10 @@ def register_task(
     """Register a function as a task; the result is still callable and gains ``.queue()``."""
 
     def decorator(func: Callable[..., Any]) -> Task:
-        task_name = name if name is not None else default_task_name(func)
-        _check_options(task_name, priority, queue, retries, retry_delay, timeout)
+        # The options are checked by Task (see ``validation``), for every way a task is made.
         task = Task(
             func=func,
-            name=task_name,
+            name=name if name is not None else default_task_name(func),
             priority=priority,
             queue_name=queue,
             retries=retries,
@@ -46,21 +45,6 @@ def default_task_name(func: Callable[..., Any]) -> str:
             "give it a name with @register_task(name=...)"
         )
     return f"{func.__module__}.{qualname}"
-
-
-def _check_options(name, priority, queue, retries, retry_delay, timeout) -> None:
-    if not isinstance(name, str) or not name or len(name) > 255:
-        raise ConfigurationError(f"Task name {name!r} must be a non-empty string of at most 255 characters")
-    if not isinstance(priority, int) or isinstance(priority, bool):
-        raise ConfigurationError(f"Task {name!r}: priority must be an integer, not {priority!r}")
-    if not isinstance(queue, str) or not queue:
-        raise ConfigurationError(f"Task {name!r}: queue must be a non-empty string, not {queue!r}")
-    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-        raise ConfigurationError(f"Task {name!r}: retries must be a whole number >= 0, not {retries!r}")
-    if not isinstance(retry_delay, (int, float)) or retry_delay < 0:
-        raise ConfigurationError(f"Task {name!r}: retry_delay must be a number of seconds >= 0, not {retry_delay!r}")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-        raise ConfigurationError(f"Task {name!r}: timeout must be a number of seconds > 0 or None, not {timeout!r}")
 
 
 def schedule_task(

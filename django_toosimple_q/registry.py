@@ -13,18 +13,15 @@ from asgiref.sync import async_to_sync
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import serialization
+from . import serialization, validation
 from .conf import queue_database
+from .errors import ConfigurationError  # noqa: F401 - also importable from here, as before
 
 if TYPE_CHECKING:
     from .models import TaskExec
     from .schedules import Schedule
 
 logger = logging.getLogger("django_toosimple_q.registry")
-
-
-class ConfigurationError(ValueError):
-    """A task or schedule is declared in a way that cannot work; the message says what to change."""
 
 
 @dataclass(eq=False)
@@ -43,6 +40,14 @@ class Task:
     signature: inspect.Signature = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        validation.check_task(
+            self.name,
+            priority=self.priority,
+            queue=self.queue_name,
+            retries=self.retries,
+            retry_delay=self.retry_delay,
+            timeout=self.timeout,
+        )
         self.signature = inspect.signature(self.func)
         # Look like the function: name, docstring, module, ``__wrapped__``.
         functools.update_wrapper(self, self.func, updated=())
@@ -86,7 +91,7 @@ class Task:
         from .models import TaskExec
 
         now = timezone.now()
-        due = _aware(due) if due is not None else now
+        due = validation.due_for_db(self.name, due) if due is not None else now
         return TaskExec(
             task_name=self.name,
             args=list(args),
@@ -113,6 +118,8 @@ class Task:
         """
         from .models import TaskExec
 
+        if due is not None:
+            due = validation.due_for_db(self.name, due)  # refused even when there are no calls
         executions = []
         for index, call in enumerate(calls):
             args, kwargs = Call.split(call, self.name, index)
@@ -233,19 +240,6 @@ def merge_into_waiting(execution: TaskExec, db: str) -> TaskExec | None:
                 waiting.state = TaskExec.States.QUEUED
             waiting.save(using=db, update_fields=["due", "state"])
         return waiting
-
-
-def _aware(value: datetime.datetime) -> datetime.datetime:
-    """A naive datetime is read in the current time zone, as Django does for model fields."""
-    if timezone.is_naive(value):
-        return timezone.make_aware(value) if _use_tz() else value
-    return value
-
-
-def _use_tz() -> bool:
-    from django.conf import settings
-
-    return settings.USE_TZ
 
 
 class TaskRegistry(dict):

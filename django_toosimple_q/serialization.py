@@ -1,9 +1,12 @@
 """Arguments and results <-> text stored in the database.
 
 Values are stored as JSON. Types JSON cannot express (tuple, datetime, date, time, timedelta,
-Decimal, UUID, bytes, set, frozenset, dicts with non-string keys, non-finite floats) are written as a
-one-key object ``{"__tsq__": [type, payload]}`` so they come back as the same Python values.
-Nothing is ever unpickled: a database row cannot make the worker run code.
+Decimal, UUID, bytes, set, frozenset, dicts with non-string keys, non-finite floats, strings holding
+lone surrogates) are written as a one-key object ``{"__tsq__": [type, payload]}`` so they come back as
+the same Python values. Nothing is ever unpickled: a database row cannot make the worker run code.
+
+What has no faithful stored form is refused with ``UnstorableValue`` (a TypeError) naming where it
+is: the limits (``MAX_DEPTH``, ``MAX_INT_DIGITS``) keep every stored value readable by every process.
 """
 
 from __future__ import annotations
@@ -14,23 +17,45 @@ import decimal
 import hashlib
 import json
 import math
+import re
 import uuid
 from typing import Any
 
+from .validation import show
+
 TAG = "__tsq__"
+#: Containers (list, tuple, dict, set, frozenset) nest at most this deep: encoding, decoding and
+#: showing a value then stay far from Python's recursion limit.
+MAX_DEPTH = 100
+#: Ints are stored as JSON numbers; Python turns an int of more than 4300 digits into text only when
+#: allowed to (``sys.set_int_max_str_digits``), so we stay below that in every process.
+MAX_INT_DIGITS = 4000
+_INT_LIMIT = 10**MAX_INT_DIGITS
+# Lone surrogates (e.g. from file names decoded with "surrogateescape") cannot be encoded in UTF-8.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class UnstorableValue(TypeError):
-    """Raised when a value has no faithful stored form."""
+    """Raised when a value has no faithful stored form; ``path`` says where it is, ``reason`` why."""
 
-    def __init__(self, value: Any, path: str):
+    def __init__(self, value: Any, path: str, reason: str | None = None):
         self.value = value
         self.path = path
-        super().__init__(
-            f"{path} is a {type(value).__module__}.{type(value).__qualname__}, which cannot be stored; "
+        self.reason = reason or (
+            f"is a {type(value).__module__}.{type(value).__qualname__}, which cannot be stored; "
             "use JSON types, tuple, set, bytes, datetime, date, time, timedelta, Decimal or UUID "
             "(for a model instance, pass its primary key)"
         )
+        super().__init__(f"{path} {self.reason}")
+
+
+class _Refused(Exception):
+    """Raised inside the encoder; each enclosing container adds its step to the path on the way out."""
+
+    def __init__(self, value: Any, reason: str | None = None):
+        self.value = value
+        self.reason = reason
+        self.steps: list[str] = []
 
 
 class Undecodable:
@@ -49,23 +74,39 @@ def _tagged(kind: str, payload: Any) -> dict:
 
 
 def to_jsonable(value: Any, path: str = "value") -> Any:
-    """Turn ``value`` into plain JSON data, tagging the types JSON cannot carry."""
+    """Turn ``value`` into plain JSON data, tagging the types JSON cannot carry.
+
+    Raises ``UnstorableValue`` (a TypeError) naming where, under ``path``, the value cannot be stored:
+    an unsupported type, an int of more than ``MAX_INT_DIGITS`` digits, containers nested deeper than
+    ``MAX_DEPTH`` or containing themselves, a dict key or set item that would not read back hashable.
+    """
+    try:
+        return _encode(value, 0, set())
+    except _Refused as refused:
+        steps = refused.steps[::-1]
+        if len(steps) > 12:  # e.g. too deep: the ends of the path say enough
+            steps = [*steps[:5], f"...({len(steps) - 10} more)...", *steps[-5:]]
+        raise UnstorableValue(refused.value, path + "".join(steps), refused.reason) from None
+
+
+def _encode(value: Any, depth: int, parents: set[int]) -> Any:
     # bool and int first: they are the common case and bool is a subclass of int.
-    if value is None or isinstance(value, (bool, int, str)):
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, int):
+        if -_INT_LIMIT < value < _INT_LIMIT:
+            return value
+        raise _Refused(
+            value,
+            f"is an int of more than {MAX_INT_DIGITS} digits, which cannot be stored; pass it in another form, "
+            "e.g. hex(n) or n.to_bytes(...)",
+        )
+    if isinstance(value, str):
+        return value if _SURROGATE.search(value) is None else _tagged("str", _pieces(value))
     if isinstance(value, float):
         return value if math.isfinite(value) else _tagged("float", repr(value))
-    if isinstance(value, list):
-        return [to_jsonable(v, f"{path}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, tuple):
-        return _tagged("tuple", [to_jsonable(v, f"{path}[{i}]") for i, v in enumerate(value)])
-    if isinstance(value, dict):
-        if TAG not in value and all(isinstance(k, str) for k in value):
-            return {k: to_jsonable(v, f"{path}[{k!r}]") for k, v in value.items()}
-        return _tagged(
-            "dict",
-            [[to_jsonable(k, f"{path} key"), to_jsonable(v, f"{path}[{k!r}]")] for k, v in value.items()],
-        )
+    if isinstance(value, (list, tuple, dict, set, frozenset)):
+        return _encode_container(value, depth, parents)
     # datetime before date: datetime is a subclass of date.
     if isinstance(value, datetime.datetime):
         return _tagged("datetime", value.isoformat())
@@ -81,15 +122,104 @@ def to_jsonable(value: Any, path: str = "value") -> Any:
         return _tagged("uuid", str(value))
     if isinstance(value, (bytes, bytearray)):
         return _tagged("bytes", base64.b64encode(bytes(value)).decode("ascii"))
-    if isinstance(value, (set, frozenset)):
-        items = [to_jsonable(v, f"{path} item") for v in value]
+    raise _Refused(value)
+
+
+def _encode_container(value: Any, depth: int, parents: set[int]) -> Any:
+    if depth >= MAX_DEPTH:
+        raise _Refused(value, f"nests containers more than {MAX_DEPTH} levels deep, which cannot be stored")
+    if id(value) in parents:
+        raise _Refused(value, "is a container that contains itself (a reference cycle), which cannot be stored")
+    parents.add(id(value))
+    depth += 1
+    if isinstance(value, list):
+        encoded: Any = _encode_items(value, depth, parents)
+    elif isinstance(value, tuple):
+        encoded = _tagged("tuple", _encode_items(value, depth, parents))
+    elif isinstance(value, dict):
+        encoded = _encode_dict(value, depth, parents)
+    else:
+        items = [_encode_member(item, depth, parents, " item") for item in value]
         # Sorted text form so that equal sets store (and hash, for unique tasks) identically.
         items.sort(key=lambda item: json.dumps(item, sort_keys=True))
-        return _tagged("frozenset" if isinstance(value, frozenset) else "set", items)
-    raise UnstorableValue(value, path)
+        encoded = _tagged("frozenset" if isinstance(value, frozenset) else "set", items)
+    parents.remove(id(value))
+    return encoded
+
+
+def _encode_items(items: Any, depth: int, parents: set[int]) -> list:
+    encoded = []
+    for index, item in enumerate(items):
+        try:
+            encoded.append(_encode(item, depth, parents))
+        except _Refused as refused:
+            refused.steps.append(f"[{index}]")
+            raise
+    return encoded
+
+
+def _encode_dict(value: dict, depth: int, parents: set[int]) -> dict:
+    if TAG not in value and all(isinstance(k, str) and _SURROGATE.search(k) is None for k in value):
+        encoded = {}
+        for key, item in value.items():
+            try:
+                encoded[key] = _encode(item, depth, parents)
+            except _Refused as refused:
+                refused.steps.append(f"[{show(key)}]")
+                raise
+        return encoded
+    pairs = []
+    for key, item in value.items():
+        encoded_key = _encode_member(key, depth, parents, f" key {show(key)}")
+        try:
+            pairs.append([encoded_key, _encode(item, depth, parents)])
+        except _Refused as refused:
+            refused.steps.append(f"[{show(key)}]")
+            raise
+    return _tagged("dict", pairs)
+
+
+def _encode_member(value: Any, depth: int, parents: set[int], step: str) -> Any:
+    """A dict key or set item: it must read back as a hashable value."""
+    try:
+        encoded = _encode(value, depth, parents)
+        if not _reads_back_hashable(encoded):
+            raise _Refused(
+                value, f"is a {type(value).__qualname__}, which would read back unhashable: it cannot be a dict key or set item"
+            )
+    except _Refused as refused:
+        refused.steps.append(step)
+        raise
+    return encoded
+
+
+def _reads_back_hashable(data: Any) -> bool:
+    if isinstance(data, list):
+        return False
+    if not isinstance(data, dict):
+        return True
+    kind, payload = data[TAG] if len(data) == 1 and TAG in data else (None, None)
+    if kind == "tuple":
+        return all(_reads_back_hashable(item) for item in payload)
+    return kind not in (None, "dict", "set")
+
+
+def _pieces(text: str) -> list:
+    """A string with lone surrogates as its runs of text and the surrogates' code points: ``["a", 55296]``."""
+    pieces: list = []
+    start = 0
+    for match in _SURROGATE.finditer(text):
+        if match.start() > start:
+            pieces.append(text[start : match.start()])
+        pieces.append(ord(match.group()))
+        start = match.end()
+    if start < len(text):
+        pieces.append(text[start:])
+    return pieces
 
 
 _DECODERS = {
+    "str": lambda pieces: "".join(p if isinstance(p, str) else chr(p) for p in pieces),
     "float": float,
     "datetime": datetime.datetime.fromisoformat,
     "date": datetime.date.fromisoformat,
@@ -124,7 +254,16 @@ def from_jsonable(data: Any) -> Any:
 
 
 def dumps(value: Any, path: str = "value") -> str:
-    return json.dumps(to_jsonable(value, path), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    """The stored text of ``value``; raises ``UnstorableValue`` (and nothing else) if it has none.
+
+    The text never holds NUL or lone surrogates (JSON escapes control characters, and strings with
+    surrogates are tagged), so every database stores it as it is.
+    """
+    data = to_jsonable(value, path)
+    try:
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (ValueError, RecursionError, OverflowError) as exc:  # e.g. a lower int digit limit in this process
+        raise UnstorableValue(value, path, f"cannot be written as JSON ({exc})") from None
 
 
 def loads(text: str) -> Any:

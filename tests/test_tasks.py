@@ -99,10 +99,10 @@ def test_registering_again_replaces_with_a_log_line(caplog):
 @pytest.mark.parametrize(
     "options,message",
     [
-        ({"priority": "high"}, "priority must be an integer"),
+        ({"priority": "high"}, "priority must be a whole number"),
         ({"retries": -1}, "retries must be"),
         ({"retry_delay": "soon"}, "retry_delay must be"),
-        ({"queue": ""}, "queue must be"),
+        ({"queue": ""}, "queue must not be empty"),
     ],
 )
 def test_bad_options_are_refused_at_registration(options, message):
