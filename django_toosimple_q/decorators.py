@@ -80,8 +80,8 @@ def schedule_task(
                 name=name if name is not None else task.name,
                 task=task,
                 cron=cron,
-                args=tuple(args),
-                kwargs=dict(kwargs or {}),
+                args=tuple(args) if isinstance(args, list) else args,  # other types: refused by validate()
+                kwargs=kwargs if kwargs is not None else {},
                 run_on_creation=run_on_creation,
                 catch_up=catch_up,
                 datetime_kwarg=datetime_kwarg,

@@ -47,7 +47,8 @@ class TypedJSONField(models.TextField):
             return None
         if isinstance(value, serialization.Undecodable):
             return value.raw
-        return serialization.dumps(value, self.name)
+        # The list/dict holding a call's arguments does not count in the nesting limit of each argument.
+        return serialization.dumps(value, self.name, wrapper=self.name in ("args", "kwargs"))
 
     def value_to_string(self, obj):
         return self.get_prep_value(self.value_from_object(obj))

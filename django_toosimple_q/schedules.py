@@ -18,6 +18,7 @@ from django.utils import timezone
 from .conf import queue_database
 from .cron import MANUAL, Cron, InvalidCron, get_zone
 from .registry import ConfigurationError, Task, schedules_registry, tasks_registry
+from .validation import show, text_problem
 
 if TYPE_CHECKING:
     from .models import TaskExec
@@ -99,24 +100,35 @@ def to_db(value: datetime.datetime | None) -> datetime.datetime | None:
 
 def validate(schedule: Schedule) -> None:
     """Raise ``ConfigurationError`` naming the schedule and what to change if it cannot work."""
-    where = f"Schedule {schedule.name!r} (cron {schedule.cron!r})"
-    if not isinstance(schedule.name, str) or not schedule.name or len(schedule.name) > 255:
-        raise ConfigurationError(f"{where}: the name must be a non-empty string of at most 255 characters")
+    where = f"Schedule {show(schedule.name, 80)} (cron {show(schedule.cron)})"
+    problem = text_problem(schedule.name)
+    if problem:
+        raise ConfigurationError(f"{where}: the name {problem}; give it another name with @schedule_task(name=...)")
     if not isinstance(schedule.task, Task):
         raise ConfigurationError(
             f"{where}: {schedule.task!r} is not a registered task; put @schedule_task above @register_task()"
         )
     if tasks_registry.get(schedule.task_name) is None:
         raise ConfigurationError(f"{where}: its task {schedule.task_name!r} is not registered")
-    if not isinstance(schedule.queue_name, str) or not schedule.queue_name:
-        raise ConfigurationError(f"{where}: queue must be a non-empty string, not {schedule.queue_name!r}")
+    problem = text_problem(schedule.queue_name)
+    if problem:
+        raise ConfigurationError(f"{where}: queue {problem}")
     if schedule.datetime_kwarg is not None and (not isinstance(schedule.datetime_kwarg, str) or not schedule.datetime_kwarg):
-        raise ConfigurationError(f"{where}: datetime_kwarg must be a keyword argument name, not {schedule.datetime_kwarg!r}")
+        raise ConfigurationError(f"{where}: datetime_kwarg must be a keyword argument name, not {show(schedule.datetime_kwarg)}")
+    if schedule.timezone is not None and not isinstance(schedule.timezone, str):
+        raise ConfigurationError(
+            f"{where}: timezone must be the name of an IANA time zone (e.g. 'Europe/Paris') or None, "
+            f"not {show(schedule.timezone)}"
+        )
     try:
         # The validity of an expression does not depend on the zone; the zone name is checked too.
         Cron(schedule.cron, get_zone(schedule.timezone) if schedule.timezone is not None else datetime.timezone.utc)
     except InvalidCron as exc:
         raise ConfigurationError(f"{where}: {exc}") from None
+    if not isinstance(schedule.args, tuple):
+        raise ConfigurationError(f"{where}: args must be a list or tuple of positional arguments, not {show(schedule.args)}")
+    if not isinstance(schedule.kwargs, dict):
+        raise ConfigurationError(f"{where}: kwargs must be a dict of keyword arguments or None, not {show(schedule.kwargs)}")
     kwargs = dict(schedule.kwargs)
     if schedule.datetime_kwarg:
         kwargs[schedule.datetime_kwarg] = None

@@ -73,15 +73,16 @@ def _tagged(kind: str, payload: Any) -> dict:
     return {TAG: [kind, payload]}
 
 
-def to_jsonable(value: Any, path: str = "value") -> Any:
+def to_jsonable(value: Any, path: str = "value", *, wrapper: bool = False) -> Any:
     """Turn ``value`` into plain JSON data, tagging the types JSON cannot carry.
 
     Raises ``UnstorableValue`` (a TypeError) naming where, under ``path``, the value cannot be stored:
     an unsupported type, an int of more than ``MAX_INT_DIGITS`` digits, containers nested deeper than
     ``MAX_DEPTH`` or containing themselves, a dict key or set item that would not read back hashable.
+    ``wrapper``: ``value`` is the list or dict *of* a call's arguments, not counted in the depth.
     """
     try:
-        return _encode(value, 0, set())
+        return _encode(value, -1 if wrapper else 0, set())
     except _Refused as refused:
         steps = refused.steps[::-1]
         if len(steps) > 12:  # e.g. too deep: the ends of the path say enough
@@ -253,13 +254,13 @@ def from_jsonable(data: Any) -> Any:
     return {k: from_jsonable(v) for k, v in data.items()}
 
 
-def dumps(value: Any, path: str = "value") -> str:
+def dumps(value: Any, path: str = "value", *, wrapper: bool = False) -> str:
     """The stored text of ``value``; raises ``UnstorableValue`` (and nothing else) if it has none.
 
     The text never holds NUL or lone surrogates (JSON escapes control characters, and strings with
     surrogates are tagged), so every database stores it as it is.
     """
-    data = to_jsonable(value, path)
+    data = to_jsonable(value, path, wrapper=wrapper)
     try:
         return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except (ValueError, RecursionError, OverflowError) as exc:  # e.g. a lower int digit limit in this process
@@ -273,7 +274,7 @@ def loads(text: str) -> Any:
 def call_fingerprint(task_name: str, args: Any, kwargs: Any) -> str:
     """A stable hash of one call (task, args, kwargs), used to enforce ``unique=True`` in the database."""
     canonical = json.dumps(
-        [task_name, to_jsonable(list(args)), to_jsonable(dict(kwargs))],
+        [task_name, to_jsonable(list(args), wrapper=True), to_jsonable(dict(kwargs), wrapper=True)],
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=True,

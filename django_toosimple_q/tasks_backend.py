@@ -30,7 +30,7 @@ from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued, task_finished, task_started
 from django.utils.module_loading import import_string
 
-from . import serialization
+from . import serialization, validation
 from . import signals as worker_signals
 from .conf import queue_database
 from .models import TaskExec
@@ -83,20 +83,9 @@ class QueuedTask(DjangoTask):
         adapter_for(self)
 
 
-def _option_problem(name: str, value: Any) -> str | None:
-    """What is wrong with a retries/retry_delay/timeout option (None: unset, or fine)."""
-    if value is None:
-        return None
-    if name == "retries":
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            return f"must be a whole number >= 0, not {value!r}"
-    elif isinstance(value, bool) or not isinstance(value, (int, float)):
-        return f"must be a number of seconds, not {value!r}"
-    elif name == "retry_delay" and value < 0:
-        return f"must be a number of seconds >= 0, not {value!r}"
-    elif name == "timeout" and value <= 0:
-        return f"must be a number of seconds > 0, not {value!r}"
-    return None
+def _options_problem(retries: Any, retry_delay: Any, timeout: Any) -> str | None:
+    """What is wrong with the retries/retry_delay/timeout in effect for a task (``validation``'s rules)."""
+    return validation.options_problem(retries=retries, retry_delay=retry_delay, timeout=timeout)
 
 
 def _option(task: DjangoTask, backend: QueueBackend, name: str) -> Any:
@@ -179,7 +168,7 @@ def adapter_for(obj: Any) -> DjangoTaskAdapter | None:
         DjangoTaskAdapter(
             func=obj.func,
             name=name,
-            priority=declared.priority,
+            priority=int(declared.priority),  # Django also accepts 5.0 or True
             queue_name=declared.queue_name,
             retries=_option(declared, backend, "retries"),
             retry_delay=_option(declared, backend, "retry_delay"),
@@ -219,25 +208,26 @@ class QueueBackend(BaseTaskBackend):
         self.retries = self.options.get("retries", 0)
         self.retry_delay = self.options.get("retry_delay", 0)
         self.timeout = self.options.get("timeout")
-        for option in ("retries", "retry_delay", "timeout"):
-            value = getattr(self, option)
-            problem = "must be set" if value is None and option != "timeout" else _option_problem(option, value)
-            if problem:
-                raise ImproperlyConfigured(f"TASKS[{alias!r}]['OPTIONS'][{option!r}] {problem}")
+        problem = _options_problem(self.retries, self.retry_delay, self.timeout)
+        if problem:
+            raise ImproperlyConfigured(f"TASKS[{alias!r}]['OPTIONS']: {problem}")
         for queue in self.queues:
-            if not isinstance(queue, str) or not queue or len(queue) > 255:
-                raise ImproperlyConfigured(
-                    f"TASKS[{alias!r}]['QUEUES'] must hold non-empty names of at most 255 characters, not {queue!r}"
-                )
+            problem = validation.text_problem(queue)
+            if problem:
+                raise ImproperlyConfigured(f"TASKS[{alias!r}]['QUEUES']: a queue name {problem}")
 
     def validate_task(self, task: DjangoTask) -> None:
         super().validate_task(task)
-        if len(task.module_path) > 255:
-            raise InvalidTask(f"The dotted path of task {task.module_path!r} is longer than 255 characters.")
-        for option in ("retries", "retry_delay", "timeout"):
-            problem = _option_problem(option, getattr(task, option, None))
-            if problem:
-                raise InvalidTask(f"Task {task.module_path}: {option} {problem}.")
+        problem = validation.text_problem(task.module_path)
+        if problem:
+            raise InvalidTask(f"The dotted path of task {validation.show(task.module_path, 80)} {problem}.")
+        problem = validation.text_problem(task.queue_name)
+        if problem:
+            raise InvalidTask(f"Task {task.module_path}: queue_name {problem}.")
+        # The task's own options, with the backend's for those it does not set.
+        problem = _options_problem(*(_option(task, self, name) for name in ("retries", "retry_delay", "timeout")))
+        if problem:
+            raise InvalidTask(f"Task {task.module_path}: {problem}.")
 
     def enqueue(self, task: DjangoTask, args: Any, kwargs: Any) -> TaskResult:
         self.validate_task(task)
@@ -246,7 +236,7 @@ class QueueBackend(BaseTaskBackend):
         kwargs = json_round_trip(dict(kwargs), f"The keyword arguments of {task.module_path}")
         adapter.check_call(args, kwargs)
         execution = adapter.new_exec(args, kwargs, due=task.run_after)
-        execution.priority = task.priority
+        execution.priority = int(task.priority)
         execution.queue = task.queue_name
         execution.retries = _option(task, self, "retries")
         execution.retry_delay = _option(task, self, "retry_delay")
@@ -412,5 +402,5 @@ def json_round_trip(value: Any, what: str) -> Any:
     """``value`` as it reads back from JSON, as Django's contract requires of arguments and results."""
     try:
         return json.loads(json.dumps(value))
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{what} must be JSON-serializable: {exc}") from None
+    except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep for json
+        raise serialization.UnstorableValue(value, what, f"must be JSON-serializable: {exc}") from None

@@ -361,7 +361,7 @@ def test_tasks_of_other_backends_are_not_adapted():
     [
         ({"retries": -1}, "retries"),
         ({"retry_delay": "soon"}, "retry_delay.*number of seconds"),
-        ({"retries": None}, "retries.*must be set"),
+        ({"retries": None}, "retries must be a whole number.*not None"),
         ({"timeout": 0}, "timeout"),
         ({"retires": 3}, "unknown keys"),
     ],

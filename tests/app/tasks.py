@@ -2,10 +2,12 @@
 
 import asyncio
 import os
+import pickle
 import time
 
 import django
 
+from django_toosimple_q import serialization, validation
 from django_toosimple_q.decorators import register_task
 
 from .models import Record
@@ -95,3 +97,65 @@ def chaos_record(key, milliseconds=0):
 # only when asked, so that other tests' workers never see them.
 if os.environ.get("TOOSIMPLEQ_TEST_SCHEDULES"):
     from . import schedules  # noqa: E402, F401
+
+
+# -- input validation (tests/test_input_validation.py, tests/test_properties.py) ------------------------
+
+# The longest retry delay allowed with retries=2: the second retry waits exactly the 100-year maximum.
+LONGEST_RETRY_DELAY = validation.MAX_RETRY_WAIT.total_seconds() / 2
+# The widest queue name: 255 characters, some of them outside the Basic Multilingual Plane.
+WIDEST_QUEUE = "é🚀" + "q" * 253
+
+
+@register_task(name="fails_with_longest_retries", retries=2, retry_delay=LONGEST_RETRY_DELAY)
+def fails_with_longest_retries():
+    raise RuntimeError("fails, to be retried after the longest delay allowed")
+
+
+@register_task(name="at_the_limits", priority=validation.PRIORITY_MAX, queue=WIDEST_QUEUE, timeout=7 * 24 * 3600)
+def at_the_limits(value):
+    return value
+
+
+def _self_containing_list():
+    cycle = []
+    cycle.append(cycle)
+    return cycle
+
+
+def _nested_list(depth):
+    value = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+# What ``make_result(kind)`` returns: values that cannot be stored, and some that can.
+RESULTS = {
+    "huge_int": lambda: 10**5000,
+    "cycle": _self_containing_list,
+    "deep": lambda: _nested_list(5000),
+    "object": object,
+    "lone_surrogate": lambda: "report-\udcff.txt",
+    "nul": lambda: "a\x00b",
+    "widest_int": lambda: 10**3999,
+    "deepest": lambda: _nested_list(serialization.MAX_DEPTH),
+}
+
+
+@register_task(name="identity")
+def identity(value):
+    """Returns its argument (without printing it, unlike ``echo``)."""
+    return value
+
+
+@register_task(name="make_result", retries=3)
+def make_result(kind):
+    return RESULTS[kind]()
+
+
+@register_task(name="return_pickled", retries=2)
+def return_pickled(path, index):
+    """Returns value ``index`` of the list pickled at ``path`` (the test's generated values)."""
+    with open(path, "rb") as file:
+        return pickle.load(file)[index]

@@ -20,6 +20,7 @@ from django.db import router, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from ... import validation
 from ...decorators import register_task
 from ...models import TaskExec
 from ...registry import insert_execution
@@ -94,8 +95,9 @@ def queue_emails(messages: Iterable[EmailMessage]) -> TaskExec:
 def queue_message_data(data: list[dict[str, Any]], due: datetime.datetime | None = None) -> TaskExec:
     retries, retry_delay = retry_settings()
     queue = getattr(settings, "TOOSIMPLEQ_EMAIL_QUEUE", "default")
-    if not isinstance(queue, str) or not queue:
-        raise ImproperlyConfigured(f"TOOSIMPLEQ_EMAIL_QUEUE must be a non-empty queue name, not {queue!r}")
+    problem = validation.text_problem(queue)
+    if problem:
+        raise ImproperlyConfigured(f"TOOSIMPLEQ_EMAIL_QUEUE (a queue name) {problem}")
     send_emails.check_call(tuple(data), {})
     execution = send_emails.new_exec(data, {}, due)
     execution.queue = queue
@@ -110,12 +112,12 @@ def queue_message_data(data: list[dict[str, Any]], due: datetime.datetime | None
 def retry_settings() -> tuple[int, float]:
     retries = getattr(settings, "TOOSIMPLEQ_EMAIL_RETRIES", DEFAULT_RETRIES)
     retry_delay = getattr(settings, "TOOSIMPLEQ_EMAIL_RETRY_DELAY", DEFAULT_RETRY_DELAY)
-    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-        raise ImproperlyConfigured(f"TOOSIMPLEQ_EMAIL_RETRIES must be a whole number >= 0, not {retries!r}")
-    if not isinstance(retry_delay, (int, float)) or isinstance(retry_delay, bool) or retry_delay < 0:
-        raise ImproperlyConfigured(
-            f"TOOSIMPLEQ_EMAIL_RETRY_DELAY must be a number of seconds >= 0, not {retry_delay!r}"
-        )
+    problem = validation.retries_problem(retries)
+    if problem:
+        raise ImproperlyConfigured(f"TOOSIMPLEQ_EMAIL_RETRIES {problem}")
+    problem = validation.retry_delay_problem(retry_delay, retries)
+    if problem:
+        raise ImproperlyConfigured(f"TOOSIMPLEQ_EMAIL_RETRY_DELAY {problem}")
     return retries, float(retry_delay)
 
 
