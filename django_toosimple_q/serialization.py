@@ -219,12 +219,28 @@ def _pieces(text: str) -> list:
     return pieces
 
 
+# An offset of less than a second ("+00:00:00.000001"), which Python's fromisoformat reads as UTC.
+_SUBSECOND_OFFSET = re.compile(r"([+-])00:00:00\.(\d{6})$")
+
+
+def _with_offset(parse: Any) -> Any:
+    def parse_isoformat(text: str) -> Any:
+        value = parse(text)
+        tiny = _SUBSECOND_OFFSET.search(text)
+        if tiny is None:
+            return value
+        offset = datetime.timedelta(microseconds=int(tiny.group(2)))
+        return value.replace(tzinfo=datetime.timezone(-offset if tiny.group(1) == "-" else offset))
+
+    return parse_isoformat
+
+
 _DECODERS = {
     "str": lambda pieces: "".join(p if isinstance(p, str) else chr(p) for p in pieces),
     "float": float,
-    "datetime": datetime.datetime.fromisoformat,
+    "datetime": _with_offset(datetime.datetime.fromisoformat),
     "date": datetime.date.fromisoformat,
-    "time": datetime.time.fromisoformat,
+    "time": _with_offset(datetime.time.fromisoformat),
     "timedelta": lambda p: datetime.timedelta(days=p[0], seconds=p[1], microseconds=p[2]),
     "decimal": decimal.Decimal,
     "uuid": uuid.UUID,

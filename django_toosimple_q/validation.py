@@ -159,8 +159,8 @@ def check_task(name: Any, **options: Any) -> None:
 
 
 def due_for_db(task_name: str, due: Any) -> datetime.datetime:
-    """``due`` checked and as the database takes it: aware with ``USE_TZ`` (a naive one is read in the
-    current time zone, as Django does for model fields), naive local time without.
+    """``due`` checked and as the database takes it: aware in UTC with ``USE_TZ`` (a naive one is read in
+    the current time zone, as Django does for model fields), naive local time without.
 
     Raises TypeError for a value that is not a ``datetime.datetime`` (a ``date``, a string...) and
     ValueError for one out of range, both naming the task.
@@ -172,8 +172,9 @@ def due_for_db(task_name: str, due: Any) -> datetime.datetime:
         )
     try:
         if settings.USE_TZ:
-            value = timezone.make_aware(due) if timezone.is_naive(due) else due
-            instant = value.astimezone(UTC)
+            # In UTC: PostgreSQL refuses some offsets Python allows (beyond 15:59, or with fractions of a second).
+            value = (timezone.make_aware(due) if timezone.is_naive(due) else due).astimezone(UTC)
+            instant = value
         else:  # stored as naive local time: the range applies to that reading
             value = timezone.make_naive(due) if timezone.is_aware(due) else due
             instant = value.replace(tzinfo=UTC)

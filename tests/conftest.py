@@ -14,8 +14,19 @@ from typing import Callable
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Property-based tests (tests/test_properties.py): a modest number of examples by default so the suite
+# stays fast; `make test ARGS="--hypothesis-profile=long tests/test_properties.py"` (or the environment
+# variable TOOSIMPLEQ_HYPOTHESIS_PROFILE=long) runs many more. No deadline: database round trips and
+# worker runs vary in speed.
+_hypothesis = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large]}
+hypothesis_settings.register_profile("toosimpleq", max_examples=60, **_hypothesis)
+hypothesis_settings.register_profile("long", max_examples=1500, **_hypothesis)
+hypothesis_settings.load_profile(os.environ.get("TOOSIMPLEQ_HYPOTHESIS_PROFILE", "toosimpleq"))
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.05, message: str = ""):
