@@ -360,9 +360,9 @@ def test_schedule_arguments_with_lone_surrogates_are_stored_faithfully(run_worke
     "params,message",
     [
         ({"OPTIONS": {"retries": 2**40}}, r"\['OPTIONS'\]: retries must be a whole number from 0 to 1000"),
-        ({"OPTIONS": {"retry_delay": math.inf}}, r"retry_delay must be a finite number"),
-        ({"OPTIONS": {"retries": 3, "retry_delay": 1e12}}, r"retry_delay is too long with retries=3"),
-        ({"OPTIONS": {"timeout": math.nan}}, r"timeout must be a number of seconds > 0"),
+        ({"OPTIONS": {"retry_delay": math.inf}}, r"\['OPTIONS'\]: retry_delay must be a finite number"),
+        ({"OPTIONS": {"retries": 3, "retry_delay": 1e12}}, r"\['OPTIONS'\]: retry_delay is too long with retries=3"),
+        ({"OPTIONS": {"timeout": math.nan}}, r"\['OPTIONS'\]: timeout must be a number of seconds > 0"),
         ({"QUEUES": ["ok", "bad\x00"]}, r"\['QUEUES'\]: a queue name must not contain '\\x00'"),
         ({"QUEUES": ["q" * 256]}, r"\['QUEUES'\]: a queue name must be at most 255 characters"),
     ],
