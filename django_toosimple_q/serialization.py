@@ -103,7 +103,7 @@ def _encode(value: Any, depth: int, parents: set[int]) -> Any:
             "e.g. hex(n) or n.to_bytes(...)",
         )
     if isinstance(value, str):
-        return value if _SURROGATE.search(value) is None else _tagged("str", _pieces(value))
+        return _tagged("str", _pieces(value)) if _has_surrogate(value) else value
     if isinstance(value, float):
         return value if math.isfinite(value) else _tagged("float", repr(value))
     if isinstance(value, (list, tuple, dict, set, frozenset)):
@@ -160,7 +160,7 @@ def _encode_items(items: Any, depth: int, parents: set[int]) -> list:
 
 
 def _encode_dict(value: dict, depth: int, parents: set[int]) -> dict:
-    if TAG not in value and all(isinstance(k, str) and _SURROGATE.search(k) is None for k in value):
+    if TAG not in value and all(isinstance(k, str) and not _has_surrogate(k) for k in value):
         encoded = {}
         for key, item in value.items():
             try:
@@ -203,6 +203,17 @@ def _reads_back_hashable(data: Any) -> bool:
     if kind == "tuple":
         return all(_reads_back_hashable(item) for item in payload)
     return kind not in (None, "dict", "set")
+
+
+def _has_surrogate(text: str) -> bool:
+    # isascii() is O(1); encoding is several times faster than a regular expression on long text.
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _pieces(text: str) -> list:
