@@ -332,7 +332,7 @@ def _jsonable(value: Any, kind: type) -> Any:
     if not isinstance(value, kind):
         return kind()  # undecodable: the execution is INVALID and its error says why
     try:
-        return serialization.to_jsonable(value)
+        return serialization.to_jsonable(value, wrapper=True)
     except serialization.UnstorableValue:
         return kind()
 
