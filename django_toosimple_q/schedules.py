@@ -125,7 +125,7 @@ def validate(schedule: Schedule) -> None:
         Cron(schedule.cron, get_zone(schedule.timezone) if schedule.timezone is not None else datetime.timezone.utc)
     except InvalidCron as exc:
         raise ConfigurationError(f"{where}: {exc}") from None
-    if not isinstance(schedule.args, tuple):
+    if not isinstance(schedule.args, (list, tuple)):
         raise ConfigurationError(f"{where}: args must be a list or tuple of positional arguments, not {show(schedule.args)}")
     if not isinstance(schedule.kwargs, dict):
         raise ConfigurationError(f"{where}: kwargs must be a dict of keyword arguments or None, not {show(schedule.kwargs)}")
