@@ -32,7 +32,7 @@ MAX_DEPTH = 100
 MAX_INT_DIGITS = 4000
 _INT_LIMIT = 10**MAX_INT_DIGITS
 # Lone surrogates (e.g. from file names decoded with "surrogateescape") cannot be encoded in UTF-8.
-_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_SPLIT = re.compile("([\ud800-\udfff])")
 
 
 class UnstorableValue(TypeError):
@@ -218,16 +218,9 @@ def _has_surrogate(text: str) -> bool:
 
 def _pieces(text: str) -> list:
     """A string with lone surrogates as its runs of text and the surrogates' code points: ``["a", 55296]``."""
-    pieces: list = []
-    start = 0
-    for match in _SURROGATE.finditer(text):
-        if match.start() > start:
-            pieces.append(text[start : match.start()])
-        pieces.append(ord(match.group()))
-        start = match.end()
-    if start < len(text):
-        pieces.append(text[start:])
-    return pieces
+    # Splitting on a captured surrogate alternates runs of text (even places, maybe empty) and surrogates.
+    parts = _SURROGATE_SPLIT.split(text)
+    return [ord(part) if index % 2 else part for index, part in enumerate(parts) if index % 2 or part]
 
 
 # An offset of less than a second ("+00:00:00.000001"), which Python's fromisoformat reads as UTC.
