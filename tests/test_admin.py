@@ -355,6 +355,9 @@ def test_app_index_links_to_dashboard(admin_client):
     html = admin_client.get(reverse("admin:app_list", args=["toosimpleq"])).content.decode()
     assert DASHBOARD in html
     assert DASHBOARD in admin_client.get(LIST).content.decode()
+    # The models are named as the documentation names them (migration 0006 for the workers).
+    assert ">Workers<" in html and ">Task executions<" in html and ">Schedules<" in html
+    assert "Worker statuses" not in html
 
 
 def test_dashboard(admin_client):
