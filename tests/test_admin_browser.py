@@ -192,7 +192,10 @@ def test_admin_flow(page):
     shot(page, "07-app-index")
     page.click("text=Queue dashboard")
     page.wait_for_selector("svg.toosimpleq-chart")
-    assert page.locator("svg.toosimpleq-chart rect").count() >= 12
+    # 12 successes 3 minutes apart, in 5-minute bars; the failure on top of one of them.
+    assert page.locator("svg.toosimpleq-chart > rect.succeeded").count() >= 7
+    assert page.locator("svg.toosimpleq-chart > rect.failed").count() == 1
+    assert "12 succeeded, 1 failed" in page.inner_text("#toosimpleq-throughput h2")
     assert "worker-1" in page.inner_text("#toosimpleq-health")
     shot(page, "08-dashboard")
 
