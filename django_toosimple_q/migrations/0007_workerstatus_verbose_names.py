@@ -5,7 +5,7 @@ from django.db import migrations
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("toosimpleq", "0005_scheduleexec_force_run_permission"),
+        ("toosimpleq", "0006_taskexec_crashes"),
     ]
 
     operations = [
