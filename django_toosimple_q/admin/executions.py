@@ -7,6 +7,7 @@ from django.db import router, transaction
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
@@ -123,7 +124,7 @@ class TaskExecAdmin(admin.ModelAdmin):
     @admin.display(description=_("task"))
     def task_display(self, obj):
         # Dotted names may break after a dot rather than overflow the column.
-        name = format_html_join(format_html("<wbr>."), "{}", ((part,) for part in obj.task_name.split(".")))
+        name = format_html_join(mark_safe("<wbr>."), "{}", ((part,) for part in obj.task_name.split(".")))
         return format_html(
             '{}<br><span class="toosimpleq-muted">{}</span>',
             name,
@@ -144,7 +145,7 @@ class TaskExecAdmin(admin.ModelAdmin):
             '<span class="toosimpleq-muted">{}</span> {}{}{}',
             label,
             display.moment(value),
-            format_html("<br>") if duration else "",
+            mark_safe("<br>") if duration else "",
             format_html('<span class="toosimpleq-muted">{}</span>', _("ran %(duration)s") % {"duration": duration})
             if duration
             else "",
@@ -161,7 +162,7 @@ class TaskExecAdmin(admin.ModelAdmin):
             )
         if not parts:
             return display.EMPTY
-        return format_html_join(format_html("<br>"), "{}", ((p,) for p in parts))
+        return format_html_join(mark_safe("<br>"), "{}", ((p,) for p in parts))
 
     @admin.display(description=_("call"))
     def call_preview(self, obj):
