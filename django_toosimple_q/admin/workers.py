@@ -113,7 +113,7 @@ class WorkerStatusAdmin(admin.ModelAdmin):
     def started_display(self, obj):
         return display.moment(obj.started)
 
-    @admin.display(description=_("last heartbeat or stop"), ordering="last_seen")
+    @admin.display(description=_("last seen"), ordering="last_seen")
     def last_seen_display(self, obj):
         if obj.stopped is not None:
             return format_html('<span class="toosimpleq-muted">{}</span> {}', _("stopped"), display.moment(obj.stopped))
@@ -148,7 +148,7 @@ class WorkerStatusAdmin(admin.ModelAdmin):
     def exit_log_display(self, obj):
         return display.pre(obj.exit_log)
 
-    @admin.display(description=_("current executions"))
+    @admin.display(description=_("running now"))
     def current_executions(self, obj):
         running = getattr(obj, "running", None)
         if running is None:  # the detail page: not fetched with the list
