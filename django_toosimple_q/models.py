@@ -293,8 +293,8 @@ class WorkerStatus(models.Model):
     exit_log = models.TextField(_("exit log"), blank=True, default="")
 
     class Meta:
-        verbose_name = _("worker status")
-        verbose_name_plural = _("worker statuses")
+        verbose_name = _("worker")
+        verbose_name_plural = _("workers")
         indexes = [models.Index(fields=["stopped", "last_seen"], name="toosimpleq_worker_live_idx")]
 
     def __str__(self) -> str:
