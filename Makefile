@@ -9,7 +9,7 @@ PORT ?= 8000
 BIN := $(VENV)/bin
 DJANGO_PIN := $(if $(DJANGO),"Django==$(DJANGO).*",)
 
-.PHONY: demo test bench clean system-deps
+.PHONY: demo test docs bench clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,7 @@ demo: $(VENV)/.installed-base
 	cd demo && ../$(BIN)/python manage.py demo_setup
 	@echo ""
 	@echo "  Demo running: admin at http://$(HOST):$(PORT)/admin/  (login: demo / demo)"
-	@echo "  Stop the web server and the worker with one Ctrl-C."
+	@echo "  Stop the web server and the worker with one Ctrl-C (or a SIGTERM to the runner)."
 	@echo ""
 	cd demo && ../$(BIN)/python run.py $(HOST):$(PORT)
 
@@ -49,4 +49,12 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/run.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) demo/db.sqlite3
+	rm -rf $(VENV) demo/db.sqlite3 build
+
+$(VENV)/.installed-docs: pyproject.toml $(VENV)/.installed-base
+	$(BIN)/pip install -q -e '.[docs]' $(DJANGO_PIN)
+	touch $@
+
+# The documentation site (Sphinx + MyST + Furo) in build/docs/html; any warning fails the build.
+docs: $(VENV)/.installed-docs
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs build/docs/html

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import datetime
 
+from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import router
 
 
 def queue_database() -> str:
-    """The database alias holding the queue: ``TOOSIMPLEQ_DATABASE``, else what the routers say."""
+    """The database alias holding the queue, the one answer used everywhere (the engine, the models'
+    manager, the admin, contrib apps, Django's tasks backend): ``TOOSIMPLEQ_DATABASE``, else the
+    database your routers give for writing the queue's models (usually ``"default"``)."""
     alias = getattr(settings, "TOOSIMPLEQ_DATABASE", None)
     if alias is None:
-        from .models import TaskExec
-
-        return router.db_for_write(TaskExec)
+        return router.db_for_write(apps.get_model("toosimpleq", "TaskExec"))
     if alias not in settings.DATABASES:
         raise ImproperlyConfigured(
             f"TOOSIMPLEQ_DATABASE is {alias!r}, which is not an alias in DATABASES ({', '.join(settings.DATABASES)})"
@@ -44,3 +45,11 @@ def unknown_task_grace() -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise ImproperlyConfigured(f"TOOSIMPLEQ_UNKNOWN_TASK_GRACE must be a number of seconds >= 0, not {value!r}")
     return float(value)
+
+
+def max_crashes() -> int:
+    """``TOOSIMPLEQ_MAX_CRASHES``: after this many worker deaths while holding a call, it is FAILED."""
+    value = getattr(settings, "TOOSIMPLEQ_MAX_CRASHES", 3)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ImproperlyConfigured(f"TOOSIMPLEQ_MAX_CRASHES must be a whole number >= 1, not {value!r}")
+    return value

@@ -99,6 +99,10 @@ if os.environ.get("TOOSIMPLEQ_TEST_SCHEDULES"):
     from . import schedules  # noqa: E402, F401
 
 
+# Tasks that try to stop the worker (tests/test_poison.py).
+from . import poison_tasks  # noqa: E402, F401
+
+
 # -- input validation (tests/test_input_validation.py, tests/test_properties.py) ------------------------
 
 # The longest retry delay allowed with retries=2: the second retry waits exactly the 100-year maximum.
