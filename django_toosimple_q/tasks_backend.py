@@ -81,11 +81,6 @@ class QueuedTask(DjangoTask):
         adapter_for(self)
 
 
-def _options_problem(retries: Any, retry_delay: Any, timeout: Any) -> str | None:
-    """What is wrong with the retries/retry_delay/timeout in effect for a task (``validation``'s rules)."""
-    return validation.options_problem(retries=retries, retry_delay=retry_delay, timeout=timeout)
-
-
 def _option(task: DjangoTask, backend: QueueBackend, name: str) -> Any:
     """A task's own retries/retry_delay/timeout if it sets one, else its backend's."""
     value = getattr(task, name, None)
@@ -206,7 +201,7 @@ class QueueBackend(BaseTaskBackend):
         self.retries = self.options.get("retries", 0)
         self.retry_delay = self.options.get("retry_delay", 0)
         self.timeout = self.options.get("timeout")
-        problem = _options_problem(self.retries, self.retry_delay, self.timeout)
+        problem = validation.options_problem(retries=self.retries, retry_delay=self.retry_delay, timeout=self.timeout)
         if problem:
             raise ImproperlyConfigured(f"TASKS[{alias!r}]['OPTIONS']: {problem}")
         for queue in self.queues:
@@ -223,7 +218,7 @@ class QueueBackend(BaseTaskBackend):
         if problem:
             raise InvalidTask(f"Task {task.module_path}: queue_name {problem}.")
         # The task's own options, with the backend's for those it does not set.
-        problem = _options_problem(*(_option(task, self, name) for name in ("retries", "retry_delay", "timeout")))
+        problem = validation.options_problem(**{name: _option(task, self, name) for name in ("retries", "retry_delay", "timeout")})
         if problem:
             raise InvalidTask(f"Task {task.module_path}: {problem}.")
 
