@@ -87,6 +87,7 @@ class Worker:
         self.task_timeout = task_timeout
         self.db = conf.queue_database()
         self.engine = get_engine(self.db)
+        conf.listen_database()  # a bad TOOSIMPLEQ_LISTEN_DATABASE stops the worker before it starts
         self.status: WorkerStatus | None = None
         self.exit_code = EXIT_OK
         self.stop_signal: int | None = None
@@ -97,8 +98,10 @@ class Worker:
         self._wake = threading.Event()
         self._reread_sleeping = threading.Event()
         self._listener = None
-        #: With a live listener, claim only when work may be there: after a notification, or while
-        #: claims come back full. Without one, every pass claims (polling).
+        #: Whether the listener is trusted (it proves that notifications arrive), as last recorded.
+        self._listening = False
+        #: With a trusted listener, claim only when work may be there: after a notification, or while
+        #: claims come back full. Otherwise every pass claims (polling).
         self._maybe_work = threading.Event()
         self._maybe_work.set()
         self._grace_deadline: float | None = None
@@ -133,7 +136,11 @@ class Worker:
         for thread in threads:
             thread.start()
         # --once/--until_done poll: they stop when a claim finds nothing.
-        listener = None if self.once or self.until_done else self.engine.listener(self._serves, self._notified)
+        listener = (
+            None
+            if self.once or self.until_done
+            else self.engine.listener(self.status, self.tick, self._serves, self._notified)
+        )
         if listener is not None:
             self._listener = listener.start()
         crash = None
@@ -207,6 +214,7 @@ class Worker:
             self._reread_sleeping.clear()
             self._duties(now)  # heartbeats too
         self._heartbeat_if_due(now)
+        self._check_listener()
         if self.scheduler:
             self.scheduler.run_due(now)
         capacity = self.threads if self.once else self._capacity()
@@ -228,7 +236,8 @@ class Worker:
         elif not claimed:
             # Idle: until the next duties (tick or sleeping execution due), an outcome, or a notification.
             until_duties = (self._duties_due - timezone.now()).total_seconds()
-            self._wait(min(self._seconds_until_heartbeat(), until_duties, self._seconds_until_schedule()))
+            until_check = self._listener.seconds_until_check(time.monotonic()) if self._listening else float("inf")
+            self._wait(min(self._seconds_until_heartbeat(), until_duties, self._seconds_until_schedule(), until_check))
         return True
 
     def _record_and_claim(self, capacity: int, now: datetime.datetime) -> tuple[int, list[TaskExec]]:
@@ -241,8 +250,7 @@ class Worker:
                 break
             self._pending.append((execution, fields, replacement_for_retry(execution, fields)))
         free = capacity - (len(self._in_flight) - len(self._pending))
-        polling = self._listener is None or not self._listener.connected
-        claim = free > 0 and not self._stopping.is_set() and (polling or self._maybe_work.is_set())
+        claim = free > 0 and not self._stopping.is_set() and (not self._listening or self._maybe_work.is_set())
         if claim:
             self._maybe_work.clear()  # set again by a notification arriving from now on
         if not self._pending and not claim:
@@ -259,6 +267,19 @@ class Worker:
             if ok:
                 signals.send(signals.task_finished, execution)
         return (free if claim else 0), claimed
+
+    def _check_listener(self) -> None:
+        """Trust the listener only while it proves that notifications arrive; record changes (the admin
+        and ``toosimpleq_status`` show them)."""
+        listening = self._listener is not None and self._listener.trusted(time.monotonic())
+        if listening == self._listening:
+            return
+        self.engine.record_notifications(self.status, listening)
+        self._listening = listening
+        if listening:
+            logger.info("Notifications arrive: new work starts at once, no polling while they keep arriving")
+        else:
+            logger.warning("Notifications stopped arriving (a ping did not come back): polling every tick")
 
     def _capacity(self) -> int:
         """How many executions to hold at once: one per thread, plus, when executions are short, a few
@@ -408,7 +429,10 @@ class Worker:
     def _duties(self, now: datetime.datetime) -> None:
         """Once per tick: heartbeat, wake due sleeping executions and rescue those of dead workers;
         every ``HOUSEKEEPING_INTERVAL`` at most, the housekeeping (see ``_housekeeping``)."""
-        next_sleeping, live = self.engine.tick(self.status, now)
+        ping = self._listener.ping_due(time.monotonic()) if self._listener is not None else None
+        next_sleeping, live = self.engine.tick(self.status, now, ping)
+        if ping is not None:
+            self._listener.ping_sent(ping, time.monotonic())
         self._last_heartbeat = now
         self._duties_due = now + datetime.timedelta(seconds=self.tick)
         if next_sleeping is not None:
