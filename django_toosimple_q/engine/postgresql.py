@@ -48,11 +48,9 @@ def read_payload(payload: str) -> tuple[str, bool]:
     """``(queue, sleeping)`` from a payload of the triggers: ``"<queue>"`` when an execution became
     QUEUED, ``"sleeping <queue>"`` when one was inserted SLEEPING; ``"queued <queue>"`` when it became
     QUEUED in a queue whose own name starts with one of these prefixes (migration 0006)."""
-    kind, _, rest = payload.partition(" ")
-    if kind == "sleeping" and rest:
-        return rest, True
-    if kind == "queued" and rest:
-        return rest, False
+    kind, space, rest = payload.partition(" ")
+    if space and kind in ("sleeping", "queued"):
+        return rest, kind == "sleeping"
     return payload, False
 
 
