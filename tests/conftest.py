@@ -184,7 +184,7 @@ class PgBouncer:
     PgBouncer refuses to run as root: as root it runs as the ``postgres`` user, from files it can read.
     """
 
-    def __init__(self, mode: str):
+    def __init__(self, mode: str, pool_size: int = 40):
         from django.db import connection as conn
 
         self.mode = mode
@@ -202,7 +202,7 @@ class PgBouncer:
             f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
             f"auth_type = trust\nauth_file = {users}\npool_mode = {mode}\n"
             # Session mode holds a server connection per client: room for every worker thread and listener.
-            "default_pool_size = 40\nmax_client_conn = 400\n"
+            f"default_pool_size = {pool_size}\nmax_client_conn = 400\n"
         )
         for path in (users, ini):
             path.chmod(0o644)
@@ -255,7 +255,8 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def pgbouncers(django_db_setup, django_db_blocker):
-    """``pgbouncers(mode)``: the PgBouncer for ``"transaction"`` or ``"session"`` pooling, started once.
+    """``pgbouncers(mode, pool_size=40)``: a PgBouncer for ``"transaction"`` or ``"session"`` pooling
+    with that many server connections, started once.
 
     Skips when PgBouncer is not installed, unless ``TOOSIMPLEQ_REQUIRE_PGBOUNCER=1`` (CI).
     """
@@ -264,13 +265,13 @@ def pgbouncers(django_db_setup, django_db_blocker):
         if os.environ.get("TOOSIMPLEQ_REQUIRE_PGBOUNCER") == "1":
             pytest.fail(reason + ", and TOOSIMPLEQ_REQUIRE_PGBOUNCER=1")
         pytest.skip(reason)
-    started: dict[str, PgBouncer] = {}
+    started: dict[tuple[str, int], PgBouncer] = {}
 
-    def start(mode: str) -> PgBouncer:
-        if mode not in started:
+    def start(mode: str, pool_size: int = 40) -> PgBouncer:
+        if (mode, pool_size) not in started:
             with django_db_blocker.unblock():
-                started[mode] = PgBouncer(mode)
-        return started[mode]
+                started[mode, pool_size] = PgBouncer(mode, pool_size)
+        return started[mode, pool_size]
 
     yield start
     for bouncer in started.values():

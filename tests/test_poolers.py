@@ -16,6 +16,7 @@ import socket
 import threading
 from collections import Counter
 
+import psycopg
 import pytest
 from django.core.management import call_command
 from django.db import connection, connections, transaction
@@ -163,6 +164,27 @@ def test_queue_from_the_web_side(workers, pgbouncers, mode):
     stop(proc)
     assert TaskExec.objects.filter(state=States.SUCCEEDED).count() == 17
     assert not ran("rolled back")
+
+
+def test_listen_through_a_transaction_pooler_sends_no_task_notification_to_other_clients(workers, pgbouncers):
+    """Through transaction pooling, LISTEN stays on the server connection that ran it, and whichever
+    client uses that connection next receives its notifications (psycopg keeps them in memory). With
+    one server connection in the pool, every client shares the listener's: none may receive the
+    notifications of queued work, as the listener LISTENs to them only once a ping proved it."""
+    bouncer = pgbouncers("transaction", pool_size=1)
+    proc = workers.start("--tick", "0.5", env_extra=bouncer.worker_env())
+    proc.wait_output("receives no notifications")
+    params = {**connection.get_connection_params(), "port": bouncer.port}
+    with psycopg.connect(**params, autocommit=True) as client:
+        for i in range(5):
+            with client.transaction():
+                client.execute("SELECT 1")  # holds the pool's one server connection...
+                tasks_registry["record"].queue(f"stray{i}")  # ...while work is queued (directly)
+        client.execute("SELECT 1")
+        channels = {n.channel for n in client.notifies(timeout=0.5)}
+    assert channels <= {f"toosimpleq_ping_{status_of(proc).pk}"}
+    wait_for(lambda: Record.objects.count() == 5, message=proc)  # polled
+    stop(proc)
 
 
 def test_server_side_binding_through_the_transaction_pooler(workers, pgbouncers):
