@@ -310,7 +310,6 @@ def test_terminated_listener_reconnects_and_is_trusted_again(workers, proxy):
     wait_for(lambda: listener_backends(status) not in ([], [backend]), message=proc)
     wait_for(lambda: ran("while reconnecting"), timeout=20, message=proc)
     wait_for(lambda: receives(status), message=proc)
-    assert proc.output.count("Notifications arrive") == 2 and "Notifications stopped arriving" in proc.output
     tasks_registry["record"].queue("after reconnecting")
     wait_for(lambda: ran("after reconnecting"), timeout=20, message=proc)  # a 10-minute tick: notified
     stop(proc)

@@ -141,12 +141,13 @@ class Listener:
         # Wakes the thread out of its wait at once on stop().
         self._stop_r, self._stop_w = socket.socketpair()
         self._lock = threading.Lock()
-        #: True while the LISTEN connection is open (it may still receive nothing).
-        self.connected = False
+        self._connected = False  # the LISTEN connection is open (it may still receive nothing)
         self._received = 0  # highest ping seq received on this connection, once the work channel is LISTENed
         self._latest_ping = 0  # highest seen by the listener thread, not yet acted upon
         self._seq = 0
-        self._sent: collections.deque[tuple[int, float]] = collections.deque()  # (seq, monotonic) not yet back
+        # (seq, monotonic) of the pings not known to be back. Only the oldest ones matter; bounded so that
+        # a connection that never proves itself cannot grow it for ever.
+        self._sent: collections.deque[tuple[int, float]] = collections.deque(maxlen=64)
         self._next_probe = 0.0
         self._probe_interval = tick
         self._probes = 0  # pings sent on this connection before it carried one
@@ -171,7 +172,7 @@ class Listener:
     def ping_due(self, now: float) -> int | None:
         """The sequence number of a ping to send with this tick's transaction, or None (``now``: monotonic)."""
         with self._lock:
-            if not self.connected:
+            if not self._connected:
                 return None  # no LISTEN in place: it could not come back
             if not self._received:
                 if now < self._next_probe:
@@ -198,7 +199,7 @@ class Listener:
     def trusted(self, now: float) -> bool:
         """True while notifications provably arrive: the worker may then skip polling."""
         with self._lock:
-            if not self.connected or not self._received:
+            if not self._connected or not self._received:
                 return False
             while self._sent and self._sent[0][0] <= self._received:
                 self._sent.popleft()
@@ -245,7 +246,7 @@ class Listener:
                     delay = min(delay * 2, 30.0)
                 finally:
                     with self._lock:
-                        self.connected = False
+                        self._connected = False
                         self._received = 0
                     if conn is not None:
                         try:
@@ -266,7 +267,7 @@ class Listener:
             self._probe_interval = self.tick
             self._next_probe = 0.0
             self._probes = 0
-            self.connected = True
+            self._connected = True
         logger.debug("Listening on %r", self.ping_channel)
         self.wake(True)  # the worker's duties run now, and send the first ping
         encoding = conn.info.encoding

@@ -279,7 +279,10 @@ class Worker:
         if listening:
             logger.info("Notifications arrive: new work starts at once, no polling while they keep arriving")
         else:
-            logger.warning("Notifications stopped arriving (a ping did not come back): polling every tick")
+            logger.warning(
+                "Notifications stopped arriving (a ping did not come back, or the LISTEN connection is being "
+                "reopened): polling every tick until they do"
+            )
 
     def _capacity(self) -> int:
         """How many executions to hold at once: one per thread, plus, when executions are short, a few
