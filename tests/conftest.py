@@ -34,8 +34,13 @@ def wait_for(condition: Callable[[], object], timeout: float = 30.0, interval: f
         if value:
             return value
         if time.monotonic() > deadline:
-            # ``message`` may be a worker Proc: show what it logged.
-            detail = message.output[-3000:] if isinstance(message, Proc) else message
+            # ``message`` may be a worker Proc (show what it logged) or a callable describing the state.
+            if isinstance(message, Proc):
+                detail = message.output[-3000:]
+            elif callable(message):
+                detail = message()
+            else:
+                detail = message
             pytest.fail(f"timed out after {timeout}s waiting for {detail or condition}")
         time.sleep(interval)
 
@@ -97,7 +102,9 @@ class WorkerProcesses:
     def command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "django", "worker", *args]
 
-    def start(self, *args: str, env_extra: dict[str, str] | None = None) -> Proc:
+    def start(self, *args: str, env_extra: dict[str, str] | None = None, new_session: bool = False) -> Proc:
+        """Start a worker; ``new_session``: in a process group of its own, as systemd starts a service,
+        so that ``os.killpg(proc.pid, ...)`` signals the worker and every process it started."""
         popen = subprocess.Popen(
             self.command(*args),
             env={**self.env(), **(env_extra or {})},
@@ -105,20 +112,30 @@ class WorkerProcesses:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=new_session,
         )
         proc = Proc(popen)
         self.procs.append(proc)
         return proc
 
-    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    def run(self, *args: str, timeout: float = 120, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(
-            self.command(*args), env=self.env(), cwd=ROOT, capture_output=True, text=True, timeout=timeout
+            self.command(*args),
+            env={**self.env(), **(env_extra or {})},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     def stop_all(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
+            try:  # and whatever it started in its own process group
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
             try:
                 proc.communicate(timeout=10)
             except Exception:  # noqa: BLE001

@@ -111,6 +111,7 @@ TEMPLATES = [
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 STATIC_URL = "static/"
 TOOSIMPLEQ_UNKNOWN_TASK_GRACE = 0
+TOOSIMPLEQ_MAX_CRASHES = int(os.environ.get("TOOSIMPLEQ_TEST_MAX_CRASHES", "3"))
 
 # contrib.mail: a worker subprocess delivers to the SMTP server its test started on loopback.
 # Only set when asked, as Django >= 6.1 warns about the EMAIL_* settings.

@@ -38,7 +38,7 @@ def backwards(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("toosimpleq", "0005_scheduleexec_force_run_permission"),
+        ("toosimpleq", "0006_taskexec_crashes"),
     ]
 
     operations = [
