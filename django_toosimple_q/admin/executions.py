@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db import router, transaction
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from ..engine import get_engine
 from ..models import TaskExec, WorkerStatus
-from ..registry import insert_execution, tasks_registry
+from ..registry import tasks_registry
 from . import display
 from .dashboard import dashboard_view
 from .listing import PREVIEW, CappedPaginator, ExecutionChangeList, QueueFilter, TaskNameFilter, WorkerFilter
@@ -211,20 +211,19 @@ class TaskExecAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Requeue: run the same call again"), permissions=["requeue"])
     def requeue(self, request, queryset):
-        db = router.db_for_write(TaskExec)
+        engine = get_engine()
         now = timezone.now()
         created = []
         for execution in queryset.defer("result", "error", "output").order_by("id"):
+            # The task's current options when this process knows it, else the row's own.
             task = tasks_registry.get(execution.task_name)
-            retries = task.retries if task is not None else execution.retries
-            retry_delay = task.retry_delay if task is not None else execution.retry_delay
-            with transaction.atomic(using=db):
-                new = insert_execution(execution.make_replacement(now, retries, retry_delay), db)
-                if new.pk != execution.pk:
-                    # Link a finished execution to its rerun, unless a retry already replaced it.
-                    TaskExec.objects.using(db).filter(
-                        pk=execution.pk, state__in=States.finished(), replaced_by__isnull=True
-                    ).update(replaced_by=new)
+            new = engine.requeue(
+                execution,
+                now,
+                retries=task.retries if task is not None else execution.retries,
+                retry_delay=task.retry_delay if task is not None else execution.retry_delay,
+                unique=task.unique if task is not None else execution.is_unique,
+            )
             self.log_change(request, execution, _("Requeued as #%(id)s.") % {"id": new.pk})
             created.append(new.pk)
         if created:
@@ -241,21 +240,10 @@ class TaskExecAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Cancel: never run these waiting executions"), permissions=["cancel"])
     def cancel(self, request, queryset):
-        db = router.db_for_write(TaskExec)
-        cancelled, skipped = [], 0
-        for pk in queryset.order_by("id").values_list("pk", flat=True):
-            # One conditional UPDATE per row: it cannot cancel a row a worker has just claimed,
-            # and tells exactly which rows were cancelled.
-            done = (
-                TaskExec.objects.using(db)
-                .filter(pk=pk, state__in=States.waiting())
-                .update(state=States.CANCELLED, finished=timezone.now(), unique_key=None)
-            )
-            if done:
-                cancelled.append(pk)
-            else:
-                skipped += 1
-        for execution in TaskExec.objects.using(db).filter(pk__in=cancelled).only("id", "task_name", "state"):
+        ids = list(queryset.order_by("id").values_list("pk", flat=True))
+        cancelled = get_engine().cancel(ids, timezone.now())
+        skipped = len(ids) - len(cancelled)
+        for execution in TaskExec.objects.filter(pk__in=cancelled).only("id", "task_name", "state"):
             self.log_change(request, execution, _("Cancelled."))
         if cancelled:
             self.message_user(

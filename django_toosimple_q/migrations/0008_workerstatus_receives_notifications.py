@@ -38,7 +38,7 @@ def backwards(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("toosimpleq", "0006_taskexec_crashes"),
+        ("toosimpleq", "0007_taskexec_is_unique_exception_class"),
     ]
 
     operations = [
