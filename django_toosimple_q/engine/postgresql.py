@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from django.db import connections
 
+from .. import conf
 from ..models import TaskExec, WorkerStatus
 from .base import Engine, States
 
@@ -84,7 +85,6 @@ class PostgreSQLEngine(Engine):
 
         return self.retrying(run)
 
-
     def send_ping(self, worker: WorkerStatus, seq: int) -> None:
         # Delivered at the commit of the tick's transaction, to this worker's listener only.
         with self.connection.cursor() as cursor:
@@ -93,8 +93,6 @@ class PostgreSQLEngine(Engine):
     def listener(
         self, worker: WorkerStatus, tick: float, queues_served: Callable[[str], bool], wake: Callable[[bool], None]
     ) -> Listener | None:
-        from .. import conf
-
         alias = conf.listen_database()
         if alias is None:
             return None
