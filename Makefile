@@ -52,7 +52,7 @@ demo: $(VENV)/.installed-base
 	cd demo && ../$(BIN)/python manage.py demo_setup
 	@echo ""
 	@echo "  Demo running: admin at http://$(HOST):$(PORT)/admin/  (login: demo / demo)"
-	@echo "  Stop the web server and the worker with one Ctrl-C."
+	@echo "  Stop the web server and the worker with one Ctrl-C (or a SIGTERM to the runner)."
 	@echo ""
 	cd demo && ../$(BIN)/python run.py $(HOST):$(PORT)
 
@@ -60,7 +60,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/run.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) demo/db.sqlite3
+	rm -rf $(VENV) demo/db.sqlite3 build
 
 $(VENV)/.installed-docs: pyproject.toml $(VENV)/.installed-base
 	$(BIN)/pip install -q -e '.[docs]' $(DJANGO_PIN)

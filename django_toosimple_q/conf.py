@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import datetime
 
+from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, router
 
 
 def queue_database() -> str:
-    """The database alias holding the queue: ``TOOSIMPLEQ_DATABASE``, else what the routers say."""
+    """The database alias holding the queue, the one answer used everywhere (the engine, the models'
+    manager, the admin, contrib apps, Django's tasks backend): ``TOOSIMPLEQ_DATABASE``, else the
+    database your routers give for writing the queue's models (usually ``"default"``)."""
     alias = getattr(settings, "TOOSIMPLEQ_DATABASE", None)
     if alias is None:
-        from .models import TaskExec
-
-        return router.db_for_write(TaskExec)
+        return router.db_for_write(apps.get_model("toosimpleq", "TaskExec"))
     if alias not in settings.DATABASES:
         raise ImproperlyConfigured(
             f"TOOSIMPLEQ_DATABASE is {alias!r}, which is not an alias in DATABASES ({', '.join(settings.DATABASES)})"

@@ -9,13 +9,13 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from . import serialization
+from .conf import queue_database
 
 
 class TypedJSONField(models.TextField):
@@ -95,13 +95,12 @@ class StateIndex(models.Index):
 
 
 class QueueManager(models.Manager):
-    """Queries go to ``TOOSIMPLEQ_DATABASE`` when it is set (even without the router), so the library,
-    the admin and your code read the queue where it is."""
+    """Queries go to the queue's database (``conf.queue_database()``: ``TOOSIMPLEQ_DATABASE``, even
+    without the router, else the routers' database for writing), so the library, the admin and your
+    code read the queue where it is written, never from a replica that lags."""
 
     def get_queryset(self) -> models.QuerySet:
-        queryset = super().get_queryset()
-        alias = getattr(settings, "TOOSIMPLEQ_DATABASE", None)
-        return queryset.using(alias) if alias else queryset
+        return super().get_queryset().using(queue_database())
 
 
 class TaskExec(models.Model):
@@ -302,8 +301,8 @@ class WorkerStatus(models.Model):
     )
 
     class Meta:
-        verbose_name = _("worker status")
-        verbose_name_plural = _("worker statuses")
+        verbose_name = _("worker")
+        verbose_name_plural = _("workers")
         indexes = [models.Index(fields=["stopped", "last_seen"], name="toosimpleq_worker_live_idx")]
 
     def __str__(self) -> str:

@@ -6,6 +6,7 @@ from django.contrib import admin, messages
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
@@ -24,22 +25,19 @@ States = TaskExec.States
 
 @admin.register(TaskExec)
 class TaskExecAdmin(admin.ModelAdmin):
+    # Few, compact columns, so that the list fits a 1366 px screen with the admin's navigation and
+    # filter sidebars open: secondary facts share a cell (queue and priority under the task name,
+    # the duration under the time, both retry links in one), in full on the detail page.
     list_display = (
         "id",
-        "task_name",
+        "task_display",
         "call_preview",
         "state_display",
-        "queue",
-        "priority",
-        "due_display",
-        "started_display",
-        "finished_display",
-        "duration_display",
+        "when_display",
         "worker_link",
-        "replaces_link",
-        "replaced_by_link",
+        "chain_display",
     )
-    list_display_links = ("id", "task_name")
+    list_display_links = ("id", "task_display")
     list_filter = ("state", TaskNameFilter, QueueFilter, WorkerFilter)
     search_fields = ("task_name",)
     search_help_text = _("A task name (or part of it), or an execution id such as 42 or #42.")
@@ -59,7 +57,7 @@ class TaskExecAdmin(admin.ModelAdmin):
         (_("Times"), {"fields": ("created", "due", "started", "finished", "duration_display")}),
         (_("Call"), {"fields": ("args_display", "kwargs_display")}),
         (_("Outcome"), {"fields": ("result_display", "error_display", "output_display")}),
-        (_("Retries"), {"fields": ("retries", "retry_delay", "replaces_links", "replaced_by_link")}),
+        (_("Retries"), {"fields": ("attempt", "retries", "retry_delay_display", "replaces_links", "replaced_by_link")}),
     )
     readonly_fields = (
         "id",
@@ -78,8 +76,9 @@ class TaskExecAdmin(admin.ModelAdmin):
         "result_display",
         "error_display",
         "output_display",
+        "attempt",
         "retries",
-        "retry_delay",
+        "retry_delay_display",
         "replaces_links",
         "replaced_by_link",
     )
@@ -122,6 +121,49 @@ class TaskExecAdmin(admin.ModelAdmin):
 
     # -- list columns ---------------------------------------------------------------------------
 
+    @admin.display(description=_("task"))
+    def task_display(self, obj):
+        # Dotted names may break after a dot rather than overflow the column.
+        name = format_html_join(mark_safe("<wbr>."), "{}", ((part,) for part in obj.task_name.split(".")))
+        return format_html(
+            '{}<br><span class="toosimpleq-muted">{}</span>',
+            name,
+            _("queue %(queue)s, priority %(priority)s") % {"queue": obj.queue, "priority": obj.priority},
+        )
+
+    @admin.display(description=_("when"))
+    def when_display(self, obj):
+        """The moment that matters for the state: finished (and how long it ran), started, or due."""
+        if obj.finished is not None:
+            label, value = _("finished"), obj.finished
+        elif obj.started is not None:
+            label, value = _("started"), obj.started
+        else:
+            label, value = _("due"), obj.due
+        duration = display.duration_text(obj.duration) if obj.duration is not None else ""
+        return format_html(
+            '<span class="toosimpleq-muted">{}</span> {}{}{}',
+            label,
+            display.moment(value),
+            mark_safe("<br>") if duration else "",
+            format_html('<span class="toosimpleq-muted">{}</span>', _("ran %(duration)s") % {"duration": duration})
+            if duration
+            else "",
+        )
+
+    @admin.display(description=_("retries"))
+    def chain_display(self, obj):
+        parts = []
+        if getattr(obj, "replaces_id", None) is not None:
+            parts.append(format_html("{} {}", _("retry of"), display.change_link(TaskExec, obj.replaces_id, f"#{obj.replaces_id}")))
+        if obj.replaced_by_id is not None:
+            parts.append(
+                format_html("{} {}", _("replaced by"), display.change_link(TaskExec, obj.replaced_by_id, f"#{obj.replaced_by_id}"))
+            )
+        if not parts:
+            return display.EMPTY
+        return format_html_join(mark_safe("<br>"), "{}", ((p,) for p in parts))
+
     @admin.display(description=_("call"))
     def call_preview(self, obj):
         args = display.stored_preview(getattr(obj, "args_preview", None), PREVIEW)
@@ -129,23 +171,15 @@ class TaskExecAdmin(admin.ModelAdmin):
         shown = " ".join(part for part in (args, kwargs) if part not in ("", "[]", "{}"))
         if not shown:
             return display.EMPTY
-        return format_html("<code>{}</code>", shown)
+        # At most a few lines of a narrow column; the detail page shows the call in full.
+        return format_html('<code class="toosimpleq-call" title="{}">{}</code>', shown, shown)
 
     @admin.display(description=_("state"), ordering="state")
     def state_display(self, obj):
         return display.state_badge(obj.state, obj.get_state_display())
 
-    @admin.display(description=_("due"))
-    def due_display(self, obj):
-        return display.moment(obj.due)
 
-    @admin.display(description=_("started"))
-    def started_display(self, obj):
-        return display.moment(obj.started)
 
-    @admin.display(description=_("finished"))
-    def finished_display(self, obj):
-        return display.moment(obj.finished)
 
     @admin.display(description=_("duration"))
     def duration_display(self, obj):
@@ -163,12 +197,6 @@ class TaskExecAdmin(admin.ModelAdmin):
             display.change_link(WorkerStatus, worker.pk, worker.label),
         )
 
-    @admin.display(description=_("retry of"))
-    def replaces_link(self, obj):
-        replaces_id = getattr(obj, "replaces_id", None)
-        if replaces_id is None:
-            return display.EMPTY
-        return display.change_link(TaskExec, replaces_id, f"#{replaces_id}")
 
     @admin.display(description=_("replaced by"))
     def replaced_by_link(self, obj):
@@ -191,6 +219,13 @@ class TaskExecAdmin(admin.ModelAdmin):
         if obj.result is None and obj.state != States.SUCCEEDED:
             return display.EMPTY
         return display.pretty_value(obj.result)
+
+    @admin.display(description=_("retry delay"))
+    def retry_delay_display(self, obj):
+        """Only meaningful while a retry may still come: not once the call is over."""
+        if obj.retries and obj.state in (*States.waiting(), States.PROCESSING):
+            return _("%(seconds)s s, doubled after each failure") % {"seconds": f"{obj.retry_delay:g}"}
+        return display.EMPTY
 
     @admin.display(description=_("error"))
     def error_display(self, obj):

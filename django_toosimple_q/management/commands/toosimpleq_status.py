@@ -99,7 +99,10 @@ class Command(BaseCommand):
         out.write("Executions per state")
         out.write(_table([("state", "count")] + [(s, n) for s, n in snap.states.items()] + [("total", snap.total)]))
         out.write("")
-        out.write(f"Failures in the last 24 h: {snap.failures_24h}")
+        out.write(
+            f"Failures in the last 24 h: {snap.failures_24h} "
+            f"(and {snap.retried_failures_24h} failed attempts that were retried)"
+        )
         out.write("")
         out.write(f"Workers online: {len(snap.workers_online)}")
         if snap.workers_online:

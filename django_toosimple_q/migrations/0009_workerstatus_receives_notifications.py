@@ -38,7 +38,7 @@ def backwards(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("toosimpleq", "0007_taskexec_is_unique_exception_class"),
+        ("toosimpleq", "0008_workerstatus_verbose_names"),
     ]
 
     operations = [
