@@ -19,7 +19,8 @@ $(VENV)/.installed-base: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e . $(DJANGO_PIN)
 	touch $@
 
-# mysqlclient compiles against the MariaDB client library; install it from Debian when we can.
+# mysqlclient compiles against the MariaDB client library, and the pooler tests need PgBouncer: install
+# them from Debian when we can.
 system-deps:
 	@if ! pkg-config --exists libmariadb 2>/dev/null && ! pkg-config --exists mysqlclient 2>/dev/null; then \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
@@ -27,6 +28,16 @@ system-deps:
 	    (apt-get install -y -q libmariadb-dev pkg-config >/dev/null 2>&1 || \
 	     (apt-get update -q >/dev/null && apt-get install -y -q libmariadb-dev pkg-config >/dev/null)); \
 	  else echo "libmariadb-dev missing: MariaDB tests will be skipped"; fi; \
+	fi
+	@# PgBouncer: the tests of workers behind a connection pooler (tests/test_poolers.py) start their own
+	@# (the service the package starts under systemd is not needed).
+	@if ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "Installing pgbouncer (the connection-pooler tests start one)"; \
+	    (DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer >/dev/null)); \
+	    if [ -d /run/systemd/system ]; then systemctl disable --now pgbouncer >/dev/null 2>&1 || true; fi; \
+	  else echo "pgbouncer missing: the connection-pooler tests will be skipped"; fi; \
 	fi
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed-base | system-deps

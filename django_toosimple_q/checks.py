@@ -1,4 +1,5 @@
-"""Django system checks: schedules that cannot work stop ``manage.py worker`` (and ``check``) at start-up."""
+"""Django system checks: schedules and settings that cannot work stop ``manage.py worker`` (and ``check``)
+at start-up."""
 
 from __future__ import annotations
 
@@ -26,3 +27,20 @@ def check_schedules(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
         except ConfigurationError as exc:
             errors.append(checks.Error(str(exc), obj=schedule, id="toosimpleq.E001"))
     return errors
+
+
+@checks.register("toosimpleq")
+def check_listen_database(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """``TOOSIMPLEQ_LISTEN_DATABASE`` must be None/False or the alias of a PostgreSQL database."""
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+
+    from . import conf
+
+    if not hasattr(settings, "TOOSIMPLEQ_LISTEN_DATABASE"):
+        return []
+    try:
+        conf.listen_database()
+    except ImproperlyConfigured as exc:
+        return [checks.Error(str(exc), id="toosimpleq.E002")]
+    return []

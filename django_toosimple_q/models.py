@@ -292,6 +292,14 @@ class WorkerStatus(models.Model):
     exit_code = models.IntegerField(_("exit code"), null=True, blank=True)
     exit_signal = models.IntegerField(_("exit signal"), null=True, blank=True)
     exit_log = models.TextField(_("exit log"), blank=True, default="")
+    receives_notifications = models.BooleanField(
+        _("receives notifications"),
+        default=False,
+        help_text=_(
+            "True while the worker's LISTEN connection proves it receives notifications (new work starts at "
+            "once); False: the worker polls every tick."
+        ),
+    )
 
     class Meta:
         verbose_name = _("worker")

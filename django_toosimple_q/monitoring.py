@@ -72,6 +72,8 @@ class WorkerInfo:
     excluded_queues: list[str]
     started: str
     last_seen: str
+    #: True: the worker's listener proves that notifications arrive; False: it polls every tick.
+    receives_notifications: bool = False
 
 
 @dataclass
@@ -224,6 +226,7 @@ def snapshot(now: datetime.datetime | None = None, using: str | None = None) -> 
             excluded_queues=list(w.excluded_queues or []),
             started=w.started.isoformat(),
             last_seen=w.last_seen.isoformat(),
+            receives_notifications=w.receives_notifications,
         )
         for w in online_workers(now, using)
     ]

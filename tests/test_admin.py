@@ -500,3 +500,16 @@ def test_detail_page_without_action_permissions_has_no_buttons(login):
     client = login("view_taskexec")
     page = client.get(detail(make(state=States.QUEUED).pk)).content.decode()
     assert "toosimpleq-requeue" not in page and "toosimpleq-cancel" not in page
+
+
+def test_workers_pick_up_column(admin_client):
+    notified = worker("notified", receives_notifications=True)
+    worker("polling")
+    worker("gone", stopped=timezone.now(), exit_code=0, receives_notifications=True)
+    html = admin_client.get(WORKERS).content.decode()
+    assert "pick-up" in html.lower()
+    rows = {name: row for row in html.split("<tr")[1:] for name in ("notified", "polling", "gone") if f">{name}<" in row}
+    assert ">notifications<" in rows["notified"] and ">polling<" in rows["polling"]
+    assert ">notifications<" not in rows["gone"] and ">polling<" not in rows["gone"]
+    page = admin_client.get(reverse("admin:toosimpleq_workerstatus_change", args=[notified.pk])).content.decode()
+    assert ">notifications<" in page

@@ -62,6 +62,7 @@ class WorkerStatusAdmin(admin.ModelAdmin):
         "label_display",
         "state_display",
         "queues_display",
+        "pickup_display",
         "current_executions",
         "started_display",
         "last_seen_display",
@@ -78,6 +79,7 @@ class WorkerStatusAdmin(admin.ModelAdmin):
         "queues_display",
         "excluded_queues_display",
         "tasks_display",
+        "pickup_display",
         "timeout",
         "current_executions",
         "started",
@@ -135,6 +137,15 @@ class WorkerStatusAdmin(admin.ModelAdmin):
         if obj.excluded_queues:
             return _("all but %(queues)s") % {"queues": ", ".join(obj.excluded_queues)}
         return _("all")
+
+    @admin.display(description=_("pick-up"), ordering="receives_notifications")
+    def pickup_display(self, obj):
+        """Notified of new work at once, or polling every tick (no notification proven to arrive)."""
+        if obj.stopped is not None:
+            return display.EMPTY
+        if obj.receives_notifications:
+            return format_html('<span title="{}">{}</span>', _("new work starts at once"), _("notifications"))
+        return format_html('<span title="{}">{}</span>', _("looks for new work every tick"), _("polling"))
 
     @admin.display(description=_("excluded queues"))
     def excluded_queues_display(self, obj):

@@ -126,23 +126,45 @@ class Engine(ScheduleStatements):
         worker.last_seen = now
         self.retrying(lambda: WorkerStatus.objects.using(self.db).filter(pk=worker.pk).update(last_seen=now))
 
-    def tick(self, worker: WorkerStatus, now: datetime.datetime) -> tuple[datetime.datetime | None, list[WorkerStatus]]:
+    def tick(
+        self, worker: WorkerStatus, now: datetime.datetime, ping: int | None = None
+    ) -> tuple[datetime.datetime | None, list[WorkerStatus]]:
         """The per-tick bookkeeping of an idle worker, in one transaction (one commit): heartbeat,
-        wake due sleeping executions; returns when the next sleeping one is due, and the live workers."""
+        wake due sleeping executions, and send ``ping`` to the worker's listener (see ``listener``);
+        returns when the next sleeping one is due, and the live workers."""
 
         def transact():
             with transaction.atomic(using=self.db):
                 WorkerStatus.objects.using(self.db).filter(pk=worker.pk).update(last_seen=now)
                 next_sleeping = self.wake_sleeping(now)
+                if ping is not None:
+                    self.send_ping(worker, ping)
                 return next_sleeping, self.live_workers()
 
         result = self.retrying(transact)
         worker.last_seen = now
         return result
 
-    def listener(self, queues_served: Callable[[str], bool], wake: Callable[[bool], None]):
-        """Something that calls ``wake(sleeping)`` as soon as a served queue gets work, or None (poll only)."""
+    def send_ping(self, worker: WorkerStatus, seq: int) -> None:
+        """Within the tick's transaction: tell the worker's listener that ping ``seq`` was sent."""
+
+    def listener(
+        self, worker: WorkerStatus, tick: float, queues_served: Callable[[str], bool], wake: Callable[[bool], None]
+    ):
+        """Something that calls ``wake(sleeping)`` as soon as a served queue gets work, or None (poll only).
+
+        It offers ``ping_due(now)``, ``ping_sent(seq, at)``, ``trusted(now)``, ``seconds_until_check(now)``,
+        ``start()`` and ``stop()`` (see ``postgresql.Listener``)."""
         return None
+
+    def record_notifications(self, worker: WorkerStatus, receiving: bool) -> None:
+        """Record whether the worker receives notifications (True) or polls; written only when it changes."""
+        worker.receives_notifications = receiving
+        self.retrying(
+            lambda: WorkerStatus.objects.using(self.db)
+            .filter(pk=worker.pk)
+            .update(receives_notifications=receiving)
+        )
 
     # -- waking, claiming --------------------------------------------------------------------------
 

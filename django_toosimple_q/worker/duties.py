@@ -37,6 +37,8 @@ class Duties:
         self.scheduler = scheduler
         self._stopping = stopping
         self.status: WorkerStatus | None = None  # set once the worker is registered
+        #: The worker's listener, if any: each tick's transaction carries its ping when one is due.
+        self.listener = None
         #: Set (by the listener) when the next sleeping execution may be due sooner than we think.
         self.reread_sleeping = threading.Event()
         self._last_heartbeat: datetime.datetime | None = None
@@ -80,7 +82,10 @@ class Duties:
         """Once per tick: heartbeat, wake due sleeping executions and rescue those of dead workers;
         every ``HOUSEKEEPING_INTERVAL`` at most, the housekeeping (see ``housekeeping``)."""
         self.reread_sleeping.clear()
-        next_sleeping, live = self.engine.tick(self.status, now)
+        ping = self.listener.ping_due(time.monotonic()) if self.listener is not None else None
+        next_sleeping, live = self.engine.tick(self.status, now, ping)
+        if ping is not None:
+            self.listener.ping_sent(ping, time.monotonic())
         self._last_heartbeat = now
         self._due = now + datetime.timedelta(seconds=self.tick)
         if next_sleeping is not None:

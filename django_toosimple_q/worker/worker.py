@@ -87,6 +87,7 @@ class Worker:
         self.grace = float(grace)
         self.db = conf.queue_database()
         self.engine = get_engine(self.db)
+        conf.listen_database()  # a bad TOOSIMPLEQ_LISTEN_DATABASE stops the worker before it starts
         self.status: WorkerStatus | None = None
         self.exit_code = EXIT_OK
         self.stop_signal: int | None = None
@@ -97,8 +98,10 @@ class Worker:
         self._wake = threading.Event()
         self._grace_deadline: float | None = None
         self._listener = None
-        #: With a live listener, claim only when work may be there: after a notification, or while
-        #: claims come back full. Without one, every pass claims (polling).
+        #: Whether the listener is trusted (it proves that notifications arrive), as last recorded.
+        self._listening = False
+        #: With a trusted listener, claim only when work may be there: after a notification, or while
+        #: claims come back full. Otherwise every pass claims (polling).
         self._maybe_work = threading.Event()
         self._maybe_work.set()
         self.pool = TaskPool(threads, task_timeout, on_outcome=self._wake.set)
@@ -128,9 +131,13 @@ class Worker:
         self._log_start()
         self.pool.start()
         # --once/--until_done poll: they stop when a claim finds nothing.
-        listener = None if self.once or self.until_done else self.engine.listener(self._serves, self._notified)
+        listener = (
+            None
+            if self.once or self.until_done
+            else self.engine.listener(self.status, self.tick, self._serves, self._notified)
+        )
         if listener is not None:
-            self._listener = listener.start()
+            self._listener = self.duties.listener = listener.start()
         crash = None
         try:
             self._loop()
@@ -211,6 +218,7 @@ class Worker:
         if duties.due(now):
             duties.run(now)  # heartbeats too
         duties.heartbeat_if_due(now)
+        self._check_listener()
         if duties.scheduler:
             duties.scheduler.run_due(now)
         capacity = self.threads if self.once else self._capacity()
@@ -230,8 +238,17 @@ class Worker:
             # Every slot is busy and there may be more work: wait for an outcome, not a tick.
             self.wait(min(duties.seconds_until_heartbeat(), duties.seconds_until_schedule()))
         elif not claimed:
-            # Idle: until the next duties (tick or sleeping execution due), an outcome, or a notification.
-            self.wait(min(duties.seconds_until_heartbeat(), duties.seconds_until_due(), duties.seconds_until_schedule()))
+            # Idle: until the next duties (tick or sleeping execution due), an outcome, a notification, or
+            # (trusting the listener) until the ping in flight is overdue.
+            until_check = self._listener.seconds_until_check(time.monotonic()) if self._listening else float("inf")
+            self.wait(
+                min(
+                    duties.seconds_until_heartbeat(),
+                    duties.seconds_until_due(),
+                    duties.seconds_until_schedule(),
+                    until_check,
+                )
+            )
         return True
 
     def record_and_claim(self, capacity: int, now: datetime.datetime) -> tuple[int, list[TaskExec]]:
@@ -239,8 +256,7 @@ class Worker:
         in one transaction; returns how many could be claimed, and the claimed executions."""
         self._pending += self.pool.finished()
         free = capacity - (len(self._in_flight) - len(self._pending))
-        polling = self._listener is None or not self._listener.connected
-        claim = free > 0 and not self._stopping.is_set() and (polling or self._maybe_work.is_set())
+        claim = free > 0 and not self._stopping.is_set() and (not self._listening or self._maybe_work.is_set())
         if claim:
             self._maybe_work.clear()  # set again by a notification arriving from now on
         if not self._pending and not claim:
@@ -257,6 +273,22 @@ class Worker:
             if ok:
                 signals.send(signals.task_finished, execution)
         return (free if claim else 0), claimed
+
+    def _check_listener(self) -> None:
+        """Trust the listener only while it proves that notifications arrive; record changes (the admin
+        and ``toosimpleq_status`` show them)."""
+        listening = self._listener is not None and self._listener.trusted(time.monotonic())
+        if listening == self._listening:
+            return
+        self.engine.record_notifications(self.status, listening)
+        self._listening = listening
+        if listening:
+            logger.info("Notifications arrive: new work starts at once, no polling while they keep arriving")
+        else:
+            logger.warning(
+                "Notifications stopped arriving (a ping did not come back, or the LISTEN connection is being "
+                "reopened): polling every tick until they do"
+            )
 
     def _capacity(self) -> int:
         """How many executions to hold at once: one per thread, plus, when executions are short, a few
