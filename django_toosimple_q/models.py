@@ -10,6 +10,7 @@ import datetime
 from typing import Any
 
 from django.db import models
+from django.db.models.base import ModelState
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -227,6 +228,25 @@ class TaskExec(models.Model):
             unique_key=self.call_fingerprint() if self.is_unique else None,
         )
 
+    @classmethod
+    def build(cls, db: str | None = None, encoded: dict[str, str] | None = None, **values: Any) -> TaskExec:
+        """An execution with these field values (the others at their defaults), made without
+        ``Model.__init__``, which costs more than inserting the row (20-35 us per instance): the queue's
+        hot paths (``queue_many()``, the claim) build many. Every concrete field is set, so the instance
+        is complete; Django's ``pre_init``/``post_init`` signals are not sent for them. ``db``: the
+        database the row was read from (None: a new, unsaved execution). ``encoded``: the stored text
+        of ``args``/``kwargs`` when the caller already has it (written as is)."""
+        execution = cls.__new__(cls)
+        fields = execution.__dict__
+        fields.update(_defaults(values))
+        state = ModelState()
+        if db is not None:
+            state.adding, state.db = False, db
+        fields["_state"] = state
+        if encoded:
+            fields["_encoded"] = encoded
+        return execution
+
     def apply(self, outcome: Any) -> None:
         """Set the fields an ``engine.outcome.Outcome`` writes on this in-memory execution."""
         for name, value in outcome.fields().items():
@@ -335,6 +355,24 @@ class WorkerStatus(models.Model):
         if self.queues:
             return queue in self.queues
         return queue not in (self.excluded_queues or [])
+
+
+_DEFAULTS: dict[str, Any] = {}
+
+
+def _defaults(values: dict[str, Any]) -> dict[str, Any]:
+    """Every concrete field of TaskExec by attribute name: from ``values``, else its default (callables
+    such as ``timezone.now``, ``list`` and ``dict`` called for each execution)."""
+    if not _DEFAULTS:
+        for field in TaskExec._meta.concrete_fields:
+            _DEFAULTS[field.attname] = field.default if field.has_default() else None
+    fields = {}
+    for name, default in _DEFAULTS.items():
+        if name in values:
+            fields[name] = values[name]
+        else:
+            fields[name] = default() if callable(default) else default
+    return fields
 
 
 def describe(value: Any, limit: int = 80) -> str:

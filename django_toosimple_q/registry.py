@@ -10,11 +10,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from asgiref.sync import async_to_sync
-from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from . import serialization, validation
-from .conf import queue_database
+from .engine import get_engine
 from .errors import ConfigurationError  # noqa: F401 - also importable from here, as before
 
 if TYPE_CHECKING:
@@ -64,51 +63,69 @@ class Task:
 
     # -- queuing -------------------------------------------------------------------------------------
 
-    def check_call(self, args: tuple, kwargs: dict) -> None:
-        """Refuse, before anything is written, a call the function could not accept or we could not store."""
+    def check_call(self, args: tuple, kwargs: dict) -> dict[str, str]:
+        """Refuse, before anything is written, a call the function could not accept or we could not
+        store; returns the stored text of the arguments (encoded once, here)."""
         try:
             self.signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise TypeError(f"Task {self.name!r} cannot be queued with these arguments: {exc}") from None
-        for index, value in enumerate(args):
-            self._check_storable(value, f"positional argument {index}")
-        for key, value in kwargs.items():
-            self._check_storable(value, f"keyword argument {key!r}")
+        try:
+            return {
+                "args": serialization.dumps(list(args), "the arguments", wrapper=True),
+                "kwargs": serialization.dumps(dict(kwargs), "the keyword arguments", wrapper=True),
+            }
+        except serialization.UnstorableValue:
+            # Say which argument, as the user wrote it.
+            for index, value in enumerate(args):
+                self._check_storable(value, f"positional argument {index}")
+            for key, value in kwargs.items():
+                self._check_storable(value, f"keyword argument {key!r}")
+            raise
 
     def _check_storable(self, value: Any, what: str) -> None:
         try:
-            serialization.to_jsonable(value, what)
+            serialization.dumps(value, what)
         except serialization.UnstorableValue as exc:
             raise TypeError(f"Task {self.name!r} cannot be queued: {exc}") from None
 
     def queue(self, *args: Any, due: datetime.datetime | None = None, **kwargs: Any) -> TaskExec:
-        """Queue one call of this task and return its saved ``TaskExec``."""
-        self.check_call(args, kwargs)
-        return self._insert(self.new_exec(args, kwargs, due))
+        """Queue one call of this task and return its saved ``TaskExec`` (for a unique task whose
+        identical call already waits: that one)."""
+        encoded = self.check_call(args, kwargs)
+        return get_engine().insert(self.new_exec(args, kwargs, due, encoded=encoded))
 
-    def new_exec(self, args: Iterable, kwargs: dict, due: datetime.datetime | None = None) -> TaskExec:
-        """An unsaved execution of one call (arguments already checked)."""
+    def new_exec(
+        self,
+        args: Iterable,
+        kwargs: dict,
+        due: datetime.datetime | None = None,
+        *,
+        encoded: dict[str, str] | None = None,
+        **options: Any,
+    ) -> TaskExec:
+        """An unsaved execution of one call (arguments already checked, ``encoded`` their stored text
+        if known). ``options`` override the task's own: ``queue``, ``priority``, ``retries``,
+        ``retry_delay``."""
         from .models import TaskExec
 
         now = timezone.now()
         due = validation.due_for_db(self.name, due) if due is not None else now
-        return TaskExec(
+        return TaskExec.build(
+            encoded=encoded,
             task_name=self.name,
             args=list(args),
             kwargs=dict(kwargs),
-            queue=self.queue_name,
-            priority=self.priority,
+            queue=options.get("queue", self.queue_name),
+            priority=options.get("priority", self.priority),
             due=due,
             created=now,
             state=TaskExec.States.SLEEPING if due > now else TaskExec.States.QUEUED,
-            retries=self.retries,
-            retry_delay=self.retry_delay,
+            retries=options.get("retries", self.retries),
+            retry_delay=options.get("retry_delay", self.retry_delay),
             is_unique=self.unique,
             unique_key=serialization.call_fingerprint(self.name, args, kwargs) if self.unique else None,
         )
-
-    def _insert(self, execution: TaskExec) -> TaskExec:
-        return insert_execution(execution, queue_database())
 
     def queue_many(self, calls: Iterable[Any], *, due: datetime.datetime | None = None) -> list[TaskExec]:
         """Queue many calls of this task at once, in a few statements; returns their executions.
@@ -117,41 +134,17 @@ class Task:
         ``Call(*args, **kwargs)``. Every call is checked first: one bad call queues nothing. A unique
         task gets one execution per distinct call, merged with those already waiting.
         """
-        from .models import TaskExec
-
         if due is not None:
             due = validation.due_for_db(self.name, due)  # refused even when there are no calls
         executions = []
         for index, call in enumerate(calls):
             args, kwargs = Call.split(call, self.name, index)
             try:
-                self.check_call(args, kwargs)
+                encoded = self.check_call(args, kwargs)
             except TypeError as exc:
                 raise TypeError(f"Call #{index}: {exc}") from None
-            executions.append(self.new_exec(args, kwargs, due))
-        db = queue_database()
-        objects = TaskExec.objects.using(db)
-        with transaction.atomic(using=db):
-            if not self.unique:
-                return objects.bulk_create(executions, batch_size=BULK_BATCH)
-            earliest: dict[str, TaskExec] = {}
-            for execution in executions:
-                kept = earliest.get(execution.unique_key)
-                if kept is None or execution.due < kept.due:
-                    earliest[execution.unique_key] = execution
-            objects.bulk_create(earliest.values(), batch_size=BULK_BATCH, ignore_conflicts=True)
-            waiting: dict[str, TaskExec] = {}
-            keys = list(earliest)
-            for start in range(0, len(keys), BULK_BATCH):
-                chunk = objects.filter(unique_key__in=keys[start : start + BULK_BATCH], state__in=TaskExec.States.waiting())
-                waiting.update((e.unique_key, e) for e in chunk)
-            for key, wanted in earliest.items():
-                if key not in waiting:
-                    # Claimed between our insert and our read: queue it again, one by one.
-                    waiting[key] = insert_execution(wanted, db)
-                elif wanted.due < waiting[key].due:
-                    waiting[key] = merge_into_waiting(wanted, db) or insert_execution(wanted, db)
-            return [waiting[e.unique_key] for e in executions]
+            executions.append(self.new_exec(args, kwargs, due, encoded=encoded))
+        return get_engine().insert_many(executions)
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
@@ -178,10 +171,6 @@ def as_registered_task(obj: Any) -> Task | None:
     return adapter_for(obj)
 
 
-#: Rows per INSERT statement in bulk operations.
-BULK_BATCH = 1000
-
-
 class Call:
     """One call for ``Task.queue_many``: ``Call(1, 2, key="x")``."""
 
@@ -201,46 +190,6 @@ class Call:
             f"Task {task_name!r}: call #{index} of queue_many() is a {type(call).__name__}; give a tuple of "
             "positional arguments, a dict of keyword arguments, or Call(*args, **kwargs)"
         )
-
-
-def insert_execution(execution: TaskExec, db: str) -> TaskExec:
-    """Save a new execution; a unique one whose identical call already waits merges into it instead."""
-    if execution.unique_key is None:
-        execution.save(using=db, force_insert=True)
-        return execution
-    # Insert first and let the unique index arbitrate: a check-then-insert would race.
-    while True:
-        try:
-            with transaction.atomic(using=db):
-                execution.save(using=db, force_insert=True)
-            return execution
-        except IntegrityError:
-            execution.pk = None
-            waiting = merge_into_waiting(execution, db)
-            if waiting is not None:
-                return waiting
-            # The waiting twin was claimed between our insert and our read: insert again.
-
-
-def merge_into_waiting(execution: TaskExec, db: str) -> TaskExec | None:
-    """Return the execution already waiting with the same ``unique_key``, moved to the earlier due."""
-    from .models import TaskExec
-
-    with transaction.atomic(using=db):
-        waiting = (
-            TaskExec.objects.using(db)
-            .select_for_update()
-            .filter(unique_key=execution.unique_key, state__in=TaskExec.States.waiting())
-            .first()
-        )
-        if waiting is None:
-            return None
-        if execution.due < waiting.due:
-            waiting.due = execution.due
-            if waiting.due <= timezone.now():
-                waiting.state = TaskExec.States.QUEUED
-            waiting.save(using=db, update_fields=["due", "state"])
-        return waiting
 
 
 class TaskRegistry(dict):

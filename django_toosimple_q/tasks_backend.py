@@ -30,9 +30,9 @@ from django.utils.module_loading import import_string
 
 from . import serialization, validation
 from . import signals as worker_signals
-from .conf import queue_database
 from .models import TaskExec
-from .registry import ConfigurationError, Task, call_function, insert_execution, tasks_registry
+from .engine import get_engine
+from .registry import ConfigurationError, Task, call_function, tasks_registry
 
 States = TaskExec.States
 
@@ -227,13 +227,18 @@ class QueueBackend(BaseTaskBackend):
         adapter = adapter_for(task)
         args = json_round_trip(list(args), f"The arguments of {task.module_path}")
         kwargs = json_round_trip(dict(kwargs), f"The keyword arguments of {task.module_path}")
-        adapter.check_call(args, kwargs)
-        execution = adapter.new_exec(args, kwargs, due=task.run_after)
-        execution.priority = int(task.priority)
-        execution.queue = task.queue_name
-        execution.retries = _option(task, self, "retries")
-        execution.retry_delay = _option(task, self, "retry_delay")
-        insert_execution(execution, queue_database())
+        encoded = adapter.check_call(args, kwargs)
+        execution = adapter.new_exec(
+            args,
+            kwargs,
+            due=task.run_after,
+            encoded=encoded,
+            priority=int(task.priority),
+            queue=task.queue_name,
+            retries=_option(task, self, "retries"),
+            retry_delay=_option(task, self, "retry_delay"),
+        )
+        execution = get_engine().insert(execution)
         result = result_of_chain([execution], self.alias, task)
         task_enqueued.send(sender=type(self), task_result=result)
         return result
@@ -243,7 +248,7 @@ class QueueBackend(BaseTaskBackend):
             pk = int(result_id)
         except (TypeError, ValueError):
             raise TaskResultDoesNotExist(f"No task result {result_id!r}: ids are whole numbers") from None
-        execution = TaskExec.objects.using(queue_database()).filter(pk=pk).first()
+        execution = TaskExec.objects.filter(pk=pk).first()
         if execution is None:
             raise TaskResultDoesNotExist(f"No task result {result_id!r}")
         if not isinstance(tasks_registry.get(execution.task_name), DjangoTaskAdapter):
@@ -269,7 +274,7 @@ def _import_django_task(name: str) -> None:
 def chain_to(execution: TaskExec) -> list[TaskExec]:
     """The executions of one call up to ``execution``: the first one, its replacements, ``execution``."""
     chain = [execution]
-    objects = TaskExec.objects.using(execution._state.db or queue_database())
+    objects = TaskExec.objects
     while len(chain) < _CHAIN_LIMIT:
         previous = objects.filter(replaced_by=chain[0].pk).order_by("id").first()
         if previous is None or previous.pk in {e.pk for e in chain}:
@@ -281,7 +286,7 @@ def chain_to(execution: TaskExec) -> list[TaskExec]:
 def chain_through(execution: TaskExec) -> list[TaskExec]:
     """Every execution of the call ``execution`` belongs to, first to latest."""
     chain = chain_to(execution)
-    objects = TaskExec.objects.using(execution._state.db or queue_database())
+    objects = TaskExec.objects
     seen = {e.pk for e in chain}
     while chain[-1].replaced_by_id is not None and len(chain) < _CHAIN_LIMIT:
         following = objects.filter(pk=chain[-1].replaced_by_id).first()

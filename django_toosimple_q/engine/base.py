@@ -21,7 +21,7 @@ from django.utils import timezone
 from .. import conf
 from ..models import EncodedJSON, TaskExec, WorkerStatus
 from .outcome import Outcome
-from ..registry import insert_execution
+from .inserts import Inserts
 from .schedules import ScheduleStatements
 
 logger = logging.getLogger("django_toosimple_q.engine")
@@ -38,7 +38,7 @@ class Selection:
     excluded_queues: list[str]
 
 
-class Engine(ScheduleStatements):
+class Engine(Inserts, ScheduleStatements):
     #: Appended to the inner SELECT of the claim (row locks where the database has them).
     lock_clause = ""
 
@@ -387,9 +387,6 @@ class Engine(ScheduleStatements):
             return released
 
         return self.retrying(transact)
-
-    def insert(self, execution: TaskExec) -> TaskExec:
-        return insert_execution(execution, self.db)
 
     # -- acting on executions from outside the worker (admin, your code) ---------------------------
 

@@ -12,6 +12,9 @@ from .outcome import Outcome
 
 
 class MySQLEngine(Engine):
+    #: ``INSERT IGNORE`` would also turn other errors into warnings: unique calls are inserted one by
+    #: one in savepoints instead.
+    insert_ignoring_conflicts = None
     def is_busy_error(self, exc: Exception) -> bool:
         # 1213: deadlock found; 1205: lock wait timeout. Both roll back and are safe to run again.
         code = exc.args[0] if exc.args else None
@@ -20,6 +23,14 @@ class MySQLEngine(Engine):
     def finish_many(self, worker: WorkerStatus, outcomes: list[tuple[TaskExec, Outcome]]) -> set[int]:
         """MariaDB has no UPDATE ... RETURNING: one UPDATE per outcome (still one commit for all)."""
         return {execution.pk for execution, outcome in outcomes if self.finish(execution, worker, outcome)}
+
+    def _insert_batch(self, batch: list[TaskExec], ignore_conflicts: bool) -> list[TaskExec]:
+        if self.connection.features.can_return_rows_from_bulk_insert:  # MariaDB: INSERT ... RETURNING
+            return super()._insert_batch(batch, ignore_conflicts)
+        # MySQL: one INSERT per row, its id from the cursor.
+        for execution in batch:
+            execution.save(using=self.db, force_insert=True)
+        return batch
 
     def claim(self, worker: WorkerStatus, selection: Selection, limit: int, now: datetime.datetime) -> list[TaskExec]:
         if limit <= 0 or not selection.task_names:

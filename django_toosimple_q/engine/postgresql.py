@@ -56,6 +56,7 @@ def read_payload(payload: str) -> tuple[str, bool]:
 
 
 class PostgreSQLEngine(Engine):
+    insert_as_arrays = True
     lock_clause = " FOR UPDATE SKIP LOCKED"
     outcome_casts = {
         "id": "::bigint",

@@ -65,10 +65,7 @@ class ScheduleStatements:
                 rows = rows.filter(last_due__isnull=True) if last_due is None else rows.filter(last_due=last_due)
                 if not rows.update(last_due=new_last_due, state=ScheduleExec.States.ACTIVE):
                     return None
-                saved = []
-                for execution in executions:
-                    execution.pk = None  # a retried transaction inserts afresh
-                    saved.append(self.insert(execution))
+                saved = self.insert_many(executions)
                 if saved:
                     ScheduleExec.objects.using(self.db).filter(name=name).update(last_task=saved[-1])
                 return saved
@@ -82,7 +79,6 @@ class ScheduleStatements:
 
         def transact() -> TaskExec:
             with transaction.atomic(using=self.db):
-                execution.pk = None
                 saved = self.insert(execution)
                 ScheduleExec.objects.using(self.db).filter(name=name).update(last_task=saved)
                 return saved

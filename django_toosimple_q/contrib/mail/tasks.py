@@ -16,14 +16,14 @@ from django.conf import settings
 from django.core import mail
 from django.core.exceptions import ImproperlyConfigured
 from django.core.mail import EmailMessage
-from django.db import router, transaction
+from django.db import transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from ... import validation
 from ...decorators import register_task
 from ...models import TaskExec
-from ...registry import insert_execution
+from ...engine import get_engine
 from .serialization import message_from_data, message_to_data
 
 logger = logging.getLogger("django_toosimple_q.contrib.mail")
@@ -98,15 +98,12 @@ def queue_message_data(data: list[dict[str, Any]], due: datetime.datetime | None
     problem = validation.text_problem(queue)
     if problem:
         raise ImproperlyConfigured(f"TOOSIMPLEQ_EMAIL_QUEUE (a queue name) {problem}")
-    send_emails.check_call(tuple(data), {})
-    execution = send_emails.new_exec(data, {}, due)
-    execution.queue = queue
-    execution.retries = retries
-    execution.retry_delay = retry_delay
-    db = router.db_for_write(TaskExec)
+    encoded = send_emails.check_call(tuple(data), {})
+    execution = send_emails.new_exec(data, {}, due, encoded=encoded, queue=queue, retries=retries, retry_delay=retry_delay)
+    engine = get_engine()
     # A savepoint, so that a failure leaves the caller's transaction usable (fail_silently=True).
-    with transaction.atomic(using=db):
-        return insert_execution(execution, db)
+    with transaction.atomic(using=engine.db):
+        return engine.insert(execution)
 
 
 def retry_settings() -> tuple[int, float]:

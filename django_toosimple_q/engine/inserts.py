@@ -1,0 +1,177 @@
+"""Inserting executions: one path for one call and for many, with the merge of unique calls.
+
+Rows are written by one INSERT statement per batch (``RETURNING`` the new ids) rather than through
+``Model.save()``/``bulk_create()``, whose per-field preparation costs more than the insert itself;
+arguments are encoded once, by the caller that checked them (``TaskExec.build(encoded=...)``).
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any, Sequence
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from ..models import TaskExec, TypedJSONField
+
+States = TaskExec.States
+
+#: Rows per INSERT statement.
+BATCH = 500
+
+
+class Inserts:
+    """Mixed into ``Engine``: uses its ``db``, ``connection``, ``objects`` and ``retrying``."""
+
+    #: PostgreSQL inserts a batch as one parameter per column (arrays unnested); elsewhere a VALUES row
+    #: per execution.
+    insert_as_arrays = False
+    #: How to insert and skip rows that would break the unique index (``None``: not supported).
+    insert_ignoring_conflicts = "INSERT {rest} ON CONFLICT DO NOTHING"
+
+    def insert(self, execution: TaskExec) -> TaskExec:
+        """Insert one execution, or merge it into the identical unique call already waiting (see
+        ``insert_many``); returns the execution that will run."""
+        return self.insert_many([execution])[0]
+
+    def insert_many(self, executions: Sequence[TaskExec]) -> list[TaskExec]:
+        """Insert new executions and return, for each, the execution that will run it: itself (now
+        saved), or for a unique call (``unique_key`` set) the execution of the identical call already
+        waiting, moved to the earlier due time if this one is due sooner. The unique index arbitrates
+        concurrent inserts: a check-then-insert would race."""
+        if not executions:
+            return []
+        plain = [e for e in executions if e.unique_key is None]
+        unique = [e for e in executions if e.unique_key is not None]
+
+        def transact() -> None:
+            with transaction.atomic(using=self.db):
+                self._insert_rows(plain)
+                if unique:
+                    self._insert_unique(unique)
+
+        for execution in plain:
+            execution.pk = None  # a retried transaction inserts afresh
+        self.retrying(transact)
+        return [getattr(e, "_merged_into", e) for e in executions]
+
+    # -- unique calls ------------------------------------------------------------------------------
+
+    def _insert_unique(self, executions: list[TaskExec]) -> None:
+        """Insert the earliest of each distinct call; the others, and those whose twin already waits,
+        are merged into the waiting one (``_merged_into``)."""
+        earliest: dict[str, TaskExec] = {}
+        for execution in executions:
+            execution.pk = None
+            kept = earliest.get(execution.unique_key)
+            if kept is None or execution.due < kept.due:
+                earliest[execution.unique_key] = execution
+        candidates = list(earliest.values())
+        if self.insert_ignoring_conflicts is None:
+            inserted = [e for e in candidates if self._insert_one_unique(e)]
+        else:
+            inserted = self._insert_rows(candidates, ignore_conflicts=True)
+        waiting = {e.unique_key: e for e in inserted}
+        missing = [key for key in earliest if key not in waiting]
+        for start in range(0, len(missing), BATCH):
+            keys = missing[start : start + BATCH]
+            for row in self.objects().select_for_update().filter(unique_key__in=keys, state__in=States.waiting()):
+                waiting[row.unique_key] = row
+        for key, wanted in earliest.items():
+            if key not in waiting:
+                # Its twin was claimed between our insert and our read: the call is new again.
+                self._insert_rows([wanted])
+                waiting[key] = wanted
+            elif waiting[key] is not wanted and wanted.due < waiting[key].due:
+                row = waiting[key]
+                row.due = wanted.due
+                if row.due <= timezone.now():
+                    row.state = States.QUEUED
+                self.objects().filter(pk=row.pk).update(due=row.due, state=row.state)
+        for execution in executions:
+            kept = waiting[execution.unique_key]
+            if kept is not execution:
+                execution._merged_into = kept
+
+    def _insert_one_unique(self, execution: TaskExec) -> bool:
+        """Where the database cannot skip conflicting rows: one savepoint per row."""
+        try:
+            with transaction.atomic(using=self.db):
+                self._insert_rows([execution])
+            return True
+        except IntegrityError:
+            execution.pk = None
+            return False
+
+    # -- the statement -----------------------------------------------------------------------------
+
+    def _insert_rows(self, executions: list[TaskExec], ignore_conflicts: bool = False) -> list[TaskExec]:
+        """INSERT the executions (in batches), set their ids and return those inserted (all of them,
+        unless ``ignore_conflicts`` skipped rows that would break the unique index)."""
+        inserted: list[TaskExec] = []
+        for start in range(0, len(executions), BATCH):
+            batch = executions[start : start + BATCH]
+            inserted += self._insert_batch(batch, ignore_conflicts)
+        return inserted
+
+    def _insert_batch(self, batch: list[TaskExec], ignore_conflicts: bool) -> list[TaskExec]:
+        qn = self.connection.ops.quote_name
+        columns = _insert_columns()
+        values = [self._row(execution, columns) for execution in batch]
+        names = ", ".join(qn(field.column) for field in columns)
+        table = qn(TaskExec._meta.db_table)
+        returning = f" RETURNING {qn('id')}" + (f", {qn('unique_key')}" if ignore_conflicts else "")
+        if self.insert_as_arrays:
+            casts = ", ".join(f"%s::{field.db_type(self.connection)}[]" for field in columns)
+            rest = f"INTO {table} ({names}) SELECT * FROM unnest({casts})"
+            params: list[Any] = [list(column) for column in zip(*values)]
+        else:
+            row = "(" + ", ".join(["%s"] * len(columns)) + ")"
+            rest = f"INTO {table} ({names}) VALUES " + ", ".join([row] * len(batch))
+            params = [value for row_values in values for value in row_values]
+        sql = (self.insert_ignoring_conflicts.format(rest=rest) if ignore_conflicts else f"INSERT {rest}") + returning
+        with self.connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            returned = cursor.fetchall()
+        if not ignore_conflicts:
+            # Rows come back in the order of the VALUES (PostgreSQL, SQLite and MariaDB all do so for a
+            # plain INSERT; Django's bulk_create relies on it too).
+            for execution, (pk,) in zip(batch, returned):
+                _saved(execution, pk, self.db)
+            return batch
+        by_key = {execution.unique_key: execution for execution in batch}
+        inserted = []
+        for pk, key in returned:
+            _saved(by_key[key], pk, self.db)
+            inserted.append(by_key[key])
+        return inserted
+
+    def _row(self, execution: TaskExec, columns: list[Any]) -> list[Any]:
+        connection = self.connection
+        encoded = execution.__dict__.get("_encoded") or {}
+        row = []
+        for field in columns:
+            value = execution.__dict__[field.attname]
+            if isinstance(field, TypedJSONField):
+                value = encoded.get(field.attname) or field.get_prep_value(value)
+            elif isinstance(value, datetime.datetime):
+                value = field.get_db_prep_value(value, connection)
+            row.append(value)
+        return row
+
+
+def _saved(execution: TaskExec, pk: int, db: str) -> None:
+    execution.pk = pk
+    execution._state.adding = False
+    execution._state.db = db
+
+
+_COLUMNS: list[Any] = []
+
+
+def _insert_columns() -> list[Any]:
+    if not _COLUMNS:
+        _COLUMNS.extend(field for field in TaskExec._meta.concrete_fields if not field.primary_key)
+    return _COLUMNS
+
