@@ -82,12 +82,9 @@ class _SafeObject:
 
 
 def _reconstructor(cls: Any, base: Any, state: Any) -> Any:
-    # copyreg._reconstructor: how protocols 0 and 1 rebuild a UUID (then BUILD calls __setstate__),
-    # or a str subclass such as SafeString (read as its str).
+    # copyreg._reconstructor: how protocols 0 and 1 rebuild a UUID (then BUILD calls __setstate__).
     if cls is uuid.UUID and base is _SafeObject and state is None:
         return uuid.UUID.__new__(uuid.UUID)
-    if cls is str and base is str and isinstance(state, str):
-        return state
     raise _refuse(f"an object rebuilt by copyreg._reconstructor({cls!r}, {base!r})")
 
 
@@ -139,7 +136,6 @@ _ADMITTED: dict[tuple[str, str], Any] = {
     ("builtins", "frozenset"): frozenset,
     ("builtins", "bytes"): _bytes,
     ("builtins", "bytearray"): _bytearray,
-    ("builtins", "str"): str,
     ("builtins", "object"): _SafeObject,
     ("builtins", "getattr"): _getattr,
     ("_codecs", "encode"): _latin1,

@@ -103,8 +103,19 @@ class WorkerProcesses:
         return proc
 
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return self.manage("worker", *args, timeout=timeout)
+
+    def manage(
+        self, *args: str, env_extra: dict[str, str] | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess:
+        """``python -m django ARGS`` (any command, e.g. ``migrate``) run to its end, output captured."""
         return subprocess.run(
-            self.command(*args), env=self.env(), cwd=ROOT, capture_output=True, text=True, timeout=timeout
+            [sys.executable, "-m", "django", *args],
+            env={**self.env(), **(env_extra or {})},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     def stop_all(self) -> None:

@@ -1,6 +1,7 @@
 """From the 1.x tables to today's columns (the pickled values are converted by 0018).
 
-Names longer than today's 255 characters: a task or schedule name that long stops the upgrade with a
+A database holding only some of 1.x's migrations (a release before 1.2.1) is refused with a message
+saying to upgrade to 1.2.1 first: this one only knows the tables 1.2.1 left. Names longer than today's 255 characters: a task or schedule name that long stops the upgrade with a
 message saying which rows to fix (their names come from your code); a worker label is history only
 and is shortened.
 """
@@ -13,6 +14,30 @@ from django.db.models.functions import Length
 import django_toosimple_q.models
 
 MAX = 255
+
+
+def check_legacy_state(apps, schema_editor):
+    try:
+        apps.get_model("toosimpleq", "TaskExec")
+    except LookupError:
+        partial_history(schema_editor)
+    check_name_lengths(apps, schema_editor)
+
+
+def partial_history(schema_editor):
+    """Django skips 0001 when only some of the 1.x migrations it replaces are applied: say what to do."""
+    from django.db.migrations.recorder import MigrationRecorder
+
+    applied = sorted(
+        name for app, name in MigrationRecorder(schema_editor.connection).applied_migrations() if app == "toosimpleq"
+    )
+    raise CommandError(
+        "Cannot upgrade from this django-toosimple-q 1.x database: its last toosimpleq migration is "
+        f"{applied[-1] if applied else 'none'!r}, while this version continues from 1.2.1's last one, "
+        "'0016_alter_scheduleexec_options_alter_taskexec_options'. Upgrade to 1.2.1 first "
+        "(pip install django-toosimple-q==1.2.1, then manage.py migrate toosimpleq), then install this "
+        "version and run migrate again."
+    )
 
 
 def check_name_lengths(apps, schema_editor):
@@ -50,7 +75,7 @@ class Migration(migrations.Migration):
     dependencies = [("toosimpleq", "0001_squashed_0016_legacy_1x")]
 
     operations = [
-        migrations.RunPython(check_name_lengths, migrations.RunPython.noop),
+        migrations.RunPython(check_legacy_state, migrations.RunPython.noop),
         # -- workers --------------------------------------------------------------------------------
         # One row per worker run now: the label is no longer unique (dropping the index first also
         # lifts MariaDB's long-key hash index before the column shrinks).
