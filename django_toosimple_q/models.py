@@ -64,6 +64,10 @@ class StateIndex(models.Index):
     def __init__(self, *, state: str, fields: list[str], name: str):
         self.state = state
         super().__init__(fields=fields, name=name)
+        # The columns where the index is not partial (MariaDB): Django's MySQL schema editor reads
+        # them when the index is removed, and would otherwise add a stray index for a foreign key
+        # it wrongly believes this index served.
+        self.fields_orders = [("state", ""), *self.fields_orders]
 
     def _concrete(self, connection) -> models.Index:
         if connection.features.supports_partial_indexes:

@@ -64,6 +64,17 @@ def check_name_lengths(apps, schema_editor):
         worker.save(update_fields=["label"])
 
 
+def restore_json_checks(apps, schema_editor):
+    """Going back to 1.x on MariaDB: its JSON columns carry a json_valid() check, which MariaDB adds
+    when a table is created with them but not when a column is altered back to JSON."""
+    if schema_editor.connection.vendor == "mysql" and schema_editor.connection.mysql_is_mariadb:
+        for column in ("included_queues", "excluded_queues"):
+            schema_editor.execute(
+                f"ALTER TABLE toosimpleq_workerstatus MODIFY {column} longtext CHARACTER SET utf8mb4 "
+                f"COLLATE utf8mb4_bin NOT NULL CHECK (json_valid({column}))"
+            )
+
+
 def drop_legacy_like_index(apps, schema_editor):
     # PostgreSQL: the pattern index 1.x made for the schedule name while its table was still called
     # toosimpleq_schedule; Django looks for it under today's table name, so it would be left behind.
@@ -89,6 +100,7 @@ class Migration(migrations.Migration):
             name="label",
             field=models.CharField(max_length=MAX, verbose_name="label"),
         ),
+        migrations.RunPython(migrations.RunPython.noop, restore_json_checks, atomic=False),
         migrations.RenameField(model_name="workerstatus", old_name="included_queues", new_name="queues"),
         migrations.AlterField(
             model_name="workerstatus",
