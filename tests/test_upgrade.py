@@ -25,6 +25,7 @@ import pytest
 from django.db import connections
 
 from django_toosimple_q import legacy
+from django_toosimple_q.cron import Cron
 from django_toosimple_q.models import ScheduleExec, TaskExec, WorkerStatus
 from django_toosimple_q.registry import Task, tasks_registry
 
@@ -292,14 +293,22 @@ def test_every_row_is_what_it_must_be(upgraded, unblocked):
         assert ScheduleExec.objects.using(alias).count() == counts["scheduleexec"]
         assert WorkerStatus.objects.using(alias).count() == counts["workerstatus"]
 
-    checks = {name: check for name, check in locals().items() if callable(check) and not name.startswith("due")}
-    checks.pop("States", None)
+    checks = {
+        "succeeded_add": succeeded_add,
+        "succeeded_greet": succeeded_greet,
+        "failed_fail": failed_fail,
+        "sleeping_retry": sleeping_retry,
+        "queued_add": queued_add,
+        "queued_greet": queued_greet,
+        "queued_unique": queued_unique,
+        "sleeping_far": sleeping_far,
+        "schedule_nightly": schedule_nightly,
+        "workers": workers,
+        "_counts": _counts,
+    }
     assert set(checks) == set(ROWS), "every row of the fixture has its check"
     for name, spec in ROWS.items():
-        if name == "_counts":
-            _counts(spec)
-        else:
-            checks[name](rows.get(spec.get("id")))
+        checks[name](spec if name == "_counts" else rows.get(spec.get("id")))
     for execution in rows.values():
         assert execution.output == "" and execution.attempt in (1, 2)
         assert execution.unique_key is None or execution.state in States.waiting()
@@ -371,10 +380,7 @@ def test_waiting_calls_run_once_with_their_arguments(legacy_db, legacy_tasks, se
     assert (last.state, last.retries, last.retry_delay, last.attempt) == ("SLEEPING", 0, 2 * 630720000.0, 3)
     assert rows[ROWS["sleeping_far"]["id"]].state == "SLEEPING"
     # The schedule continues from its last due time: no duplicate, no catch-up.
-    from tests.legacy_app.tasks import fixture_tasks  # noqa: F401 - the schedule is registered with it
-    from django_toosimple_q.registry import schedules_registry
-
-    next_due = schedules_registry["legacy_nightly"].next_after(due_of_schedule())
+    next_due = Cron("0 3 * * *", UTC).next_after(due_of_schedule())  # the fixture's cron, TIME_ZONE UTC
     nightly = [e for e in rows.values() if e.task_name == "legacy_nightly"]
     if next_due > datetime.datetime.now(UTC):
         assert nightly == [] and legacy_db.written("legacy_nightly") == []

@@ -53,7 +53,8 @@ class TaskExecAdmin(admin.ModelAdmin):
     list_select_related = ("worker",)
     show_full_result_count = False
     list_per_page = 50
-    actions = ["requeue", "cancel"]
+    # The names of django-toosimple-q 1.x's actions, so that posts and code written for it still work.
+    actions = ["action_requeue", "action_cancel"]
     fieldsets = (
         (None, {"fields": ("id", "task_name", "state_display", "queue", "priority", "worker_link")}),
         (_("Times"), {"fields": ("created", "due", "started", "finished", "duration_display")}),
@@ -210,7 +211,7 @@ class TaskExecAdmin(admin.ModelAdmin):
     # -- actions ---------------------------------------------------------------------------------
 
     @admin.action(description=_("Requeue: run the same call again"), permissions=["requeue"])
-    def requeue(self, request, queryset):
+    def action_requeue(self, request, queryset):
         db = router.db_for_write(TaskExec)
         now = timezone.now()
         created = []
@@ -240,7 +241,7 @@ class TaskExecAdmin(admin.ModelAdmin):
             )
 
     @admin.action(description=_("Cancel: never run these waiting executions"), permissions=["cancel"])
-    def cancel(self, request, queryset):
+    def action_cancel(self, request, queryset):
         db = router.db_for_write(TaskExec)
         cancelled, skipped = [], 0
         for pk in queryset.order_by("id").values_list("pk", flat=True):
