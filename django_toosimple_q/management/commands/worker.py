@@ -8,6 +8,7 @@ import sys
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from ...contrib.mail import load_delivery_task
 from ...worker import Worker, run_process
 from ...worker.worker import DEFAULT_GRACE, DEFAULT_TICK, DEFAULT_TIMEOUT
 from ...worker.reloader import run_with_reloader
@@ -89,6 +90,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         _show_logs(options["verbosity"])
+        # Emails queued through EMAIL_BACKEND are served even without the contrib app installed (as in 1.x).
+        load_delivery_task()
         reload = options["reload"] or ("always" if settings.DEBUG else "never")
 
         def make_worker() -> Worker:
