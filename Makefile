@@ -9,7 +9,7 @@ PORT ?= 8000
 BIN := $(VENV)/bin
 DJANGO_PIN := $(if $(DJANGO),"Django==$(DJANGO).*",)
 
-.PHONY: demo test bench clean system-deps
+.PHONY: demo test docs bench clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,3 +50,11 @@ bench: $(VENV)/.installed-test
 
 clean:
 	rm -rf $(VENV) demo/db.sqlite3
+
+$(VENV)/.installed-docs: pyproject.toml $(VENV)/.installed-base
+	$(BIN)/pip install -q -e '.[docs]' $(DJANGO_PIN)
+	touch $@
+
+# The documentation site (Sphinx + MyST + Furo) in build/docs/html; any warning fails the build.
+docs: $(VENV)/.installed-docs
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs build/docs/html

@@ -44,3 +44,11 @@ def unknown_task_grace() -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise ImproperlyConfigured(f"TOOSIMPLEQ_UNKNOWN_TASK_GRACE must be a number of seconds >= 0, not {value!r}")
     return float(value)
+
+
+def max_crashes() -> int:
+    """``TOOSIMPLEQ_MAX_CRASHES``: after this many worker deaths while holding a call, it is FAILED."""
+    value = getattr(settings, "TOOSIMPLEQ_MAX_CRASHES", 3)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ImproperlyConfigured(f"TOOSIMPLEQ_MAX_CRASHES must be a whole number >= 1, not {value!r}")
+    return value

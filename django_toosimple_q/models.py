@@ -138,6 +138,14 @@ class TaskExec(models.Model):
     error = models.TextField(_("error"), null=True, blank=True)
     output = models.TextField(_("output"), blank=True, default="", help_text=_("What the task printed."))
     attempt = models.IntegerField(_("attempt"), default=1, help_text=_("1 for the first execution of a call, +1 per replacement."))
+    crashes = models.IntegerField(
+        _("worker crashes"),
+        default=0,
+        help_text=_(
+            "How many times a worker died while holding this call (kept by replacements). From the first, "
+            "the call runs in a child process; at TOOSIMPLEQ_MAX_CRASHES it is FAILED instead of replaced."
+        ),
+    )
     retries = models.IntegerField(_("retries left"), default=0)
     retry_delay = models.FloatField(_("retry delay (seconds)"), default=0)
     replaced_by = models.ForeignKey(
@@ -183,7 +191,9 @@ class TaskExec(models.Model):
             return self.finished - self.started
         return None
 
-    def make_replacement(self, due: datetime.datetime, retries: int, retry_delay: float) -> TaskExec:
+    def make_replacement(
+        self, due: datetime.datetime, retries: int, retry_delay: float, crashes: int | None = None
+    ) -> TaskExec:
         """An unsaved execution of the same call, to be linked from this one by ``replaced_by``."""
         task = self.task
         unique = task is not None and task.unique
@@ -198,6 +208,7 @@ class TaskExec(models.Model):
             created=now,
             state=self.States.SLEEPING if due > now else self.States.QUEUED,
             attempt=self.attempt + 1,
+            crashes=self.crashes if crashes is None else crashes,
             retries=retries,
             retry_delay=retry_delay,
             unique_key=serialization.call_fingerprint(self.task_name, self.args, self.kwargs) if unique else None,

@@ -26,8 +26,13 @@ def wait_for(condition: Callable[[], object], timeout: float = 30.0, interval: f
         if value:
             return value
         if time.monotonic() > deadline:
-            # ``message`` may be a worker Proc: show what it logged.
-            detail = message.output[-3000:] if isinstance(message, Proc) else message
+            # ``message`` may be a worker Proc (show what it logged) or a callable describing the state.
+            if isinstance(message, Proc):
+                detail = message.output[-3000:]
+            elif callable(message):
+                detail = message()
+            else:
+                detail = message
             pytest.fail(f"timed out after {timeout}s waiting for {detail or condition}")
         time.sleep(interval)
 
@@ -89,7 +94,9 @@ class WorkerProcesses:
     def command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "django", "worker", *args]
 
-    def start(self, *args: str, env_extra: dict[str, str] | None = None) -> Proc:
+    def start(self, *args: str, env_extra: dict[str, str] | None = None, new_session: bool = False) -> Proc:
+        """Start a worker; ``new_session``: in a process group of its own, as systemd starts a service,
+        so that ``os.killpg(proc.pid, ...)`` signals the worker and every process it started."""
         popen = subprocess.Popen(
             self.command(*args),
             env={**self.env(), **(env_extra or {})},
@@ -97,13 +104,14 @@ class WorkerProcesses:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=new_session,
         )
         proc = Proc(popen)
         self.procs.append(proc)
         return proc
 
-    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return self.manage("worker", *args, timeout=timeout)
+    def run(self, *args: str, timeout: float = 120, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        return self.manage("worker", *args, timeout=timeout, env_extra=env_extra)
 
     def manage(
         self, *args: str, env_extra: dict[str, str] | None = None, timeout: float = 120
@@ -122,6 +130,10 @@ class WorkerProcesses:
         for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
+            try:  # and whatever it started in its own process group
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
             try:
                 proc.communicate(timeout=10)
             except Exception:  # noqa: BLE001

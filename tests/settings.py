@@ -96,6 +96,7 @@ TEMPLATES = [
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 STATIC_URL = "static/"
 TOOSIMPLEQ_UNKNOWN_TASK_GRACE = 0
+TOOSIMPLEQ_MAX_CRASHES = int(os.environ.get("TOOSIMPLEQ_TEST_MAX_CRASHES", "3"))
 
 # contrib.mail as 1.x users have it: only EMAIL_BACKEND set, the contrib app not installed.
 if os.environ.get("TOOSIMPLEQ_TEST_MAIL_WITHOUT_APP"):

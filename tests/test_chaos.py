@@ -72,7 +72,10 @@ def test_chaos(workers, vendor, threads):
 
     rng = random.Random(threads)
     args = [*WORKER_ARGS, "--threads", str(threads)]
-    running = [workers.start(*args) for _ in range(3)]
+    # Kills here are random, not caused by a task: the crash budget (TOOSIMPLEQ_MAX_CRASHES, tested in
+    # test_poison.py) is raised so that an execution held by three killed workers still completes.
+    env = {"TOOSIMPLEQ_TEST_MAX_CRASHES": "1000"}
+    running = [workers.start(*args, env_extra=env) for _ in range(3)]
     counts = Counter()
     deadline = time.monotonic() + CHAOS_SECONDS
     restart_at = time.monotonic() + CHAOS_SECONDS / 2
@@ -91,7 +94,7 @@ def test_chaos(workers, vendor, threads):
         else:
             victim.send_signal(signal.SIGTERM)
             counts["terminated"] += 1
-        running.append(workers.start(*args))
+        running.append(workers.start(*args, env_extra=env))
 
     reconnect()
 

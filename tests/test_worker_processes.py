@@ -37,9 +37,28 @@ def test_until_done_and_once_exit_zero(workers):
     assert [(w.exit_code, w.state) for w in statuses] == [(0, "STOPPED"), (0, "STOPPED")]
 
 
-def test_bad_arguments_exit_non_zero(workers):
-    result = workers.run("--tick", "0")
-    assert result.returncode != 0 and "tick must be a positive number" in result.stderr
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--tick", "0"),
+        ("--tick", "nan"),
+        ("--tick", "inf"),
+        ("--timeout", "inf"),
+        ("--timeout", "-1"),
+        ("--grace", "nan"),
+        ("--grace", "-1"),
+        ("--task_timeout", "0"),
+        ("--threads", "0"),
+        ("--threads", "two"),
+        ("--once", "--until_done"),
+        ("--queue", "a", "--exclude_queue", "b"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_one_line_reason(workers, args):
+    result = workers.run(*args)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "error: argument" in result.stderr or "not allowed with argument" in result.stderr
 
 
 def test_four_workers_drain_each_task_exactly_once(workers, vendor):

@@ -11,11 +11,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, TypeVar
 
-from django.db import IntegrityError, InterfaceError, OperationalError, connections, transaction
+from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connections, transaction
 from django.db.models import Q
 
 from ..models import TaskExec, WorkerStatus
-from .. import serialization
+from .. import conf, serialization
 from ..registry import insert_execution
 from .schedules import ScheduleStatements
 
@@ -217,17 +217,69 @@ class Engine(ScheduleStatements):
         linked to it (inserted, or merged into a waiting twin). Returns, for each outcome, whether it
         was recorded (False: the execution was taken from this worker meanwhile), and the claimed
         executions.
+
+        If the database refuses the batch (a value it cannot hold), the transaction is run again with
+        each outcome in a savepoint of its own: the others are recorded as they are, the refused one
+        as a failure saying why. A refused outcome never stops the worker nor holds back the others.
         """
 
-        def transact() -> tuple[list[bool], list[TaskExec]]:
+        def transact(careful: bool) -> tuple[list[bool], list[TaskExec]]:
             with transaction.atomic(using=self.db):
-                plain = [i for i, (_e, _f, replacement) in enumerate(outcomes) if replacement is None]
-                done = self.finish_many(worker, [outcomes[i][:2] for i in plain]) if plain else set()
-                recorded = [o[0].pk in done if o[2] is None else self._record(worker, *o) for o in outcomes]
+                if careful:
+                    recorded = [self._record_carefully(worker, *outcome) for outcome in outcomes]
+                else:
+                    plain = [i for i, (_e, _f, replacement) in enumerate(outcomes) if replacement is None]
+                    done = self.finish_many(worker, [outcomes[i][:2] for i in plain]) if plain else set()
+                    recorded = [o[0].pk in done if o[2] is None else self._record(worker, *o) for o in outcomes]
                 claimed = self.claim(worker, selection, limit, now) if limit > 0 else []
                 return recorded, claimed
 
-        return self.retrying(transact)
+        if not outcomes:
+            return self.retrying(lambda: transact(False))
+        try:
+            return self.retrying(lambda: transact(False))
+        except DatabaseError as exc:
+            if self.connection.in_atomic_block:
+                raise
+            # A connection fault fails again below and reaches the caller, which backs off.
+            logger.error("The database refused a batch of %s outcome(s) (%s); recording them one by one", len(outcomes), exc)
+            return self.retrying(lambda: transact(True))
+
+    def _record_carefully(
+        self, worker: WorkerStatus, execution: TaskExec, fields: dict[str, Any], replacement: TaskExec | None
+    ) -> bool:
+        """Record one outcome in a savepoint; if the database refuses it, record a failure that says why
+        (the task did run: not retried), with its text reduced to ASCII escapes."""
+        try:
+            with transaction.atomic(using=self.db):
+                return self._record(worker, execution, fields, replacement)
+        except (OperationalError, InterfaceError) as exc:
+            if not self.connection.is_usable():
+                raise
+            problem = exc
+        except DatabaseError as exc:
+            problem = exc
+        logger.error("%s #%s: the database refused its outcome: %s", execution.task_name, execution.pk, problem)
+        fallback = {
+            "state": States.FAILED,
+            "started": fields.get("started"),
+            "finished": fields["finished"],
+            "result": None,
+            "error": _ascii(
+                f"The task ran ({fields['state']}), but the database refused its outcome: {problem}. Not retried."
+                + (f"\n{fields['error']}" if fields.get("error") else "")
+            ),
+            "output": _ascii(fields.get("output") or ""),
+        }
+        try:
+            with transaction.atomic(using=self.db):
+                return self._record(worker, execution, fallback, None)
+        except DatabaseError:
+            if not self.connection.is_usable():
+                raise
+        with transaction.atomic(using=self.db):
+            fallback.update(output="", error=f"The task ran, but the database refused its outcome. Not retried.")
+            return self._record(worker, execution, fallback, None)
 
     #: The columns an outcome writes, and how to cast parameters of each (PostgreSQL types NULLs).
     OUTCOME_COLUMNS = ("state", "started", "finished", "result", "error", "output")
@@ -342,22 +394,45 @@ class Engine(ScheduleStatements):
     # -- interruption and rescue ------------------------------------------------------------------
 
     def interrupt(
-        self, execution: TaskExec, reason: str, now: datetime.datetime, worker: WorkerStatus | None = None
+        self,
+        execution: TaskExec,
+        reason: str,
+        now: datetime.datetime,
+        worker: WorkerStatus | None = None,
+        crashed: bool = False,
     ) -> TaskExec | None:
         """PROCESSING -> INTERRUPTED, with a replacement due now linked by ``replaced_by``.
 
+        ``crashed``: its worker died while holding it. That counts against the call's crash budget
+        (``TOOSIMPLEQ_MAX_CRASHES``): once spent, the execution is FAILED instead of replaced, so a
+        task that kills every worker running it cannot stop the queue. Graceful interruptions (a
+        worker stopped past its grace period) do not count.
+
         A conditional update, so when several workers try at once exactly one succeeds; returns the
-        replacement, or None if the execution was no longer PROCESSING (for ``worker``).
+        replacement, or None if the execution was no longer PROCESSING (for ``worker``) or was ended.
         """
+        crashes = execution.crashes + 1 if crashed else execution.crashes
+        limit = conf.max_crashes()
 
         def transact() -> TaskExec | None:
             with transaction.atomic(using=self.db):
                 rows = self.objects().filter(pk=execution.pk, state=States.PROCESSING)
                 if worker is not None:
                     rows = rows.filter(worker_id=worker.pk)
-                if not rows.update(state=States.INTERRUPTED, finished=now, error=reason, unique_key=None):
+                if crashed and crashes >= limit:
+                    error = (
+                        f"{reason} Its worker died {crashes} times while holding this call, so it is not run "
+                        f"again (TOOSIMPLEQ_MAX_CRASHES = {limit}): the task may kill the process running it "
+                        "(os._exit, a crash in native code, the out-of-memory killer)."
+                    )
+                    if rows.update(state=States.FAILED, finished=now, error=error, unique_key=None, crashes=crashes):
+                        logger.error("%s #%s FAILED: %s", execution.task_name, execution.pk, error)
                     return None
-                replacement = self.insert(execution.make_replacement(now, execution.retries, execution.retry_delay))
+                if not rows.update(state=States.INTERRUPTED, finished=now, error=reason, unique_key=None, crashes=crashes):
+                    return None
+                replacement = self.insert(
+                    execution.make_replacement(now, execution.retries, execution.retry_delay, crashes=crashes)
+                )
                 self.objects().filter(pk=execution.pk).update(replaced_by=replacement)
                 execution.state, execution.replaced_by = States.INTERRUPTED, replacement
                 return replacement
@@ -373,3 +448,8 @@ class Engine(ScheduleStatements):
             return []
         return list(self.objects().filter(state=States.PROCESSING).filter(where))
 
+
+
+def _ascii(text: str) -> str:
+    """``text`` with every non-ASCII character as a backslash escape: storable in any text column."""
+    return text.encode("ascii", "backslashreplace").decode("ascii")

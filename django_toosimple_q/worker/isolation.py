@@ -43,15 +43,15 @@ class ChildRunner:
         parent_end, child_end = context.Pipe()
         db_names = {alias: str(connections[alias].settings_dict["NAME"]) for alias in connections}
         self.process = context.Process(
-            target=child_main, args=(child_end, db_names), name="toosimpleq-timed-task", daemon=True
+            target=child_main, args=(child_end, db_names, os.getpid()), name="toosimpleq-task-child", daemon=True
         )
         self.process.start()
         child_end.close()
         self.conn = parent_end
 
-    def run(self, execution: TaskExec, timeout: float) -> dict[str, Any]:
+    def run(self, execution: TaskExec, timeout: float | None) -> dict[str, Any]:
         """Run ``execution`` in the child and return its outcome fields; raise TimeLimitExceeded
-        (the child is killed) after ``timeout`` seconds, ChildDied if the child ended."""
+        (the child is killed) after ``timeout`` seconds (None: no limit), ChildDied if the child ended."""
         if self.process is None or not self.process.is_alive():
             self._start()
         self.conn.send(execution)

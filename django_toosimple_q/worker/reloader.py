@@ -18,6 +18,7 @@ from typing import Callable
 
 from django.utils import autoreload
 
+from .._child import die_with_parent
 from .worker import EXIT_RELOAD, Worker, run_process
 
 logger = logging.getLogger("django_toosimple_q.worker")
@@ -30,6 +31,7 @@ def run_with_reloader(make_worker: Callable[[], Worker]) -> int:
 
 
 def _run_child(worker: Worker) -> int:
+    _follow_parent(worker)
     reloader = autoreload.get_reloader()
 
     def on_change(path) -> None:
@@ -42,9 +44,29 @@ def _run_child(worker: Worker) -> int:
     return run_process(worker)
 
 
+def _follow_parent(worker: Worker) -> None:
+    """The child stops (gracefully, like on SIGTERM) when its parent is gone, however it went (even
+    SIGKILL): the kernel tells us on Linux, and a watchdog thread notices elsewhere."""
+    parent = int(os.environ.get(PARENT_ENV, "0")) or os.getppid()
+    die_with_parent(signal.SIGTERM)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            if worker.stopping.wait(1.0):
+                return
+        logger.warning("The autoreloading parent process is gone: stopping")
+        worker.request_stop(signum=signal.SIGTERM)
+
+    threading.Thread(target=watch, name="toosimpleq-parent-watch", daemon=True).start()
+
+
+#: Environment variable giving the child the pid of its autoreloading parent.
+PARENT_ENV = "TOOSIMPLEQ_RELOADER_PARENT"
+
+
 def _run_parent() -> int:
     while True:
-        env = {**os.environ, autoreload.DJANGO_AUTORELOAD_ENV: "true"}
+        env = {**os.environ, autoreload.DJANGO_AUTORELOAD_ENV: "true", PARENT_ENV: str(os.getpid())}
         # Its own session, so that a terminal's Ctrl-C reaches the child once, through us.
         child = subprocess.Popen(autoreload.get_child_arguments(), env=env, start_new_session=True)
         forward = lambda signum, frame: child.send_signal(signum)  # noqa: E731

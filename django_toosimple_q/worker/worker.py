@@ -19,14 +19,14 @@ import time
 import traceback
 from typing import Iterable
 
-from django.db import InterfaceError, OperationalError, connections
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.utils import timezone
 
 from .. import conf, signals
 from ..engine import Selection, get_engine
 from ..models import TaskExec, WorkerStatus
 from ..registry import schedules_registry, tasks_registry
-from .executor import failed_outcome, log_outcome, replacement_for_retry, run_execution, timeout_of
+from .executor import failed_outcome, log_outcome, replacement_for_retry, run_execution, runs_isolated, timeout_of
 from .isolation import ChildDied, ChildRunner, TimeLimitExceeded
 from .scheduler import Scheduler
 
@@ -44,6 +44,10 @@ DEFAULT_TIMEOUT = 120.0
 DEFAULT_GRACE = 25.0
 #: Seconds between housekeeping rounds (unknown tasks, stopped workers' leftovers, retention).
 HOUSEKEEPING_INTERVAL = 60.0
+
+
+class StartupError(Exception):
+    """The worker cannot start as configured; the message says what to do."""
 
 
 class Worker:
@@ -124,7 +128,9 @@ class Worker:
     def run(self) -> int:
         """Run until done or stopped; return the process exit code."""
         self._install_signal_handlers()
-        self.status = self._register()
+        self.status = self._register_when_possible()
+        if self.status is None:
+            return self.exit_code  # stopped before the database came up
         self._log_start()
         threads = [
             threading.Thread(target=self._task_thread, name=f"toosimpleq-task-{i}", daemon=True)
@@ -167,6 +173,11 @@ class Worker:
             self._stopping.set()
         self._wake.set()
 
+    @property
+    def stopping(self) -> threading.Event:
+        """Set once the worker was asked to stop."""
+        return self._stopping
+
     def request_abandon(self) -> None:
         """Interrupt running executions now (a second signal)."""
         self._abandon.set()
@@ -183,17 +194,24 @@ class Worker:
         while not self._stopping.is_set():
             try:
                 more = self._pass()
-            except (OperationalError, InterfaceError) as exc:
-                # The database restarted or the connection dropped: back off, reconnect, carry on.
+            except DatabaseError as exc:
+                # The database restarted or the connection dropped: back off, reconnect, carry on. Any
+                # other database error is logged and retried the same way: the worker never stops on one.
                 failures += 1
-                delay = min(0.25 * 2**failures, max(self.tick, 1.0), 30.0)
-                logger.warning("Database unavailable (%s); retrying in %.1fs", str(exc).strip(), delay)
+                delay = self._backoff(failures)
+                if isinstance(exc, (OperationalError, InterfaceError)):
+                    logger.warning("Database unavailable (%s); retrying in %.1fs", str(exc).strip(), delay)
+                else:
+                    logger.exception("Database error in the worker's loop; retrying in %.1fs", delay)
                 self.engine.reset_connection()
                 self._wait(delay)
                 continue
             failures = 0
             if more is None:
                 return
+
+    def _backoff(self, failures: int) -> float:
+        return min(0.25 * 2**failures, max(self.tick, 1.0), 30.0)
 
     def _pass(self) -> bool | None:
         """One pass of the loop; returns None when the worker is done (``--once``/``--until_done``).
@@ -313,7 +331,7 @@ class Worker:
 
     def _run(self, execution: TaskExec, child: ChildRunner) -> dict:
         limit = timeout_of(execution, self.task_timeout)
-        if limit is None:
+        if not runs_isolated(execution, limit):
             return run_execution(execution)
         try:
             return child.run(execution, limit)
@@ -424,13 +442,20 @@ class Worker:
 
     def _rescue(self, now: datetime.datetime, dead: list[int], include_stopped: bool) -> None:
         for orphan in self.engine.orphans(dead, include_stopped):
+            # A worker that stopped responding died holding it (its crash budget pays); one that
+            # recorded its exit only failed to give it back.
+            crashed = orphan.worker_id in dead
             replacement = self.engine.interrupt(
-                orphan, f"Interrupted: its worker (#{orphan.worker_id}) stopped or stopped responding.", now
+                orphan,
+                f"Interrupted: its worker (#{orphan.worker_id}) stopped or stopped responding.",
+                now,
+                crashed=crashed,
             )
             if replacement is not None:
                 logger.warning(
                     "Rescued %s #%s from a dead worker: replaced by #%s", orphan.task_name, orphan.pk, replacement.pk
                 )
+
 
     def _housekeeping(self, now: datetime.datetime, live: list[WorkerStatus]) -> None:
         """Invalidate executions of tasks that no online worker knows; delete old finished ones."""
@@ -465,6 +490,45 @@ class Worker:
             self.scheduler.refresh(now)
 
     # -- start and exit ----------------------------------------------------------------------------
+
+    def _register_when_possible(self) -> WorkerStatus | None:
+        """Record this worker, waiting with back-off for a database that is not up yet (a worker started
+        before its database still comes up); a database without our tables stops it with a clear error."""
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                return self._register()
+            except DatabaseError as exc:
+                missing = self._missing_tables()
+                if missing:
+                    raise StartupError(
+                        f"The queue's tables ({', '.join(missing)}) do not exist in database {self.db!r}: "
+                        "run `python manage.py migrate` first."
+                    ) from None
+                if missing is None:  # could not even connect
+                    failures += 1
+                    delay = self._backoff(failures)
+                    logger.error(
+                        "Database %r unreachable (%s); trying again in %.1fs",
+                        self.db,
+                        " ".join(str(exc).split()),
+                        delay,
+                    )
+                    self.engine.reset_connection()
+                    self._wait(delay)
+                    continue
+                raise
+        return None
+
+    def _missing_tables(self) -> list[str] | None:
+        """The queue's tables missing from its database; None if the database cannot be reached."""
+        connection = connections[self.db]
+        try:
+            existing = set(connection.introspection.table_names())
+        except DatabaseError:
+            self.engine.reset_connection()
+            return None
+        return [model._meta.db_table for model in (TaskExec, WorkerStatus) if model._meta.db_table not in existing]
 
     def _register(self) -> WorkerStatus:
         now = timezone.now()
@@ -533,11 +597,28 @@ class Worker:
         signal.signal(signal.SIGINT, on_signal)
 
 
-def run_process(worker: Worker) -> int:
-    """Run ``worker`` as the body of a process: if it had to abandon running tasks, leave at once
-    (their threads cannot be stopped, and their executions are already marked INTERRUPTED)."""
-    code = worker.run()
-    if worker.abandoned:
+def run_process(worker: Worker, own_process: bool = True) -> int:
+    """Run ``worker`` as the body of a process and return its exit code.
+
+    ``own_process``: the process exists only for this worker (``manage.py worker`` from the command
+    line), so once the worker is done nothing may keep it alive: if the worker abandoned running tasks
+    (their threads cannot be stopped, their executions are already INTERRUPTED) or a task left a
+    non-daemon thread running, the process leaves at once. In-process callers (``call_command``) only
+    get a warning about such threads.
+    """
+    try:
+        code = worker.run()
+    except StartupError as exc:
+        logger.critical("%s", exc)
+        return EXIT_CRASHED
+    leftovers = [t for t in threading.enumerate() if not t.daemon and t is not threading.main_thread() and t.is_alive()]
+    if leftovers:
+        logger.warning(
+            "Thread(s) started by tasks are still running after the worker stopped: %s%s",
+            ", ".join(t.name for t in leftovers),
+            "; leaving without waiting for them" if own_process else "",
+        )
+    if own_process and (worker.abandoned or leftovers):
         logging.shutdown()
         for stream in (sys.stdout, sys.stderr):
             stream.flush()

@@ -95,3 +95,7 @@ def chaos_record(key, milliseconds=0):
 # only when asked, so that other tests' workers never see them.
 if os.environ.get("TOOSIMPLEQ_TEST_SCHEDULES"):
     from . import schedules  # noqa: E402, F401
+
+
+# Tasks that try to stop the worker (tests/test_poison.py).
+from . import poison_tasks  # noqa: E402, F401

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
+import math
 import sys
 
 from django.conf import settings
@@ -12,6 +14,33 @@ from ...contrib.mail import load_delivery_task
 from ...worker import Worker, run_process
 from ...worker.worker import DEFAULT_GRACE, DEFAULT_TICK, DEFAULT_TIMEOUT
 from ...worker.reloader import run_with_reloader
+
+
+def _seconds(minimum: float, inclusive: bool):
+    """An argparse type: a finite number of seconds above ``minimum`` (nan and inf are refused)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+            bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
+            raise argparse.ArgumentTypeError(f"{text!r}: give a finite number of seconds {bound}")
+        return value
+
+    parse.__name__ = "seconds"
+    return parse
+
+
+def _threads(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 1024:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of threads from 1 to 1024")
+    return value
 
 
 class Command(BaseCommand):
@@ -33,7 +62,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--tick",
-            type=float,
+            type=_seconds(0, inclusive=False),
             default=DEFAULT_TICK,
             help="seconds between checks of the database for new tasks/schedules (default: %(default)s)",
         )
@@ -51,28 +80,28 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--timeout",
-            type=float,
+            type=_seconds(0, inclusive=False),
             default=DEFAULT_TIMEOUT,
             help="seconds without a heartbeat after which this worker is considered offline and its running "
             "tasks are rescued by other workers (default: %(default)s)",
         )
         parser.add_argument(
             "--grace",
-            type=float,
+            type=_seconds(0, inclusive=True),
             default=DEFAULT_GRACE,
             help="on SIGTERM/SIGINT, seconds running tasks get to finish before they are interrupted and "
             "replaced (default: %(default)s)",
         )
         parser.add_argument(
             "--task_timeout",
-            type=float,
+            type=_seconds(0, inclusive=False),
             default=None,
             help="time limit in seconds for tasks that set none themselves; such tasks run in a child "
             "process that is killed past it (default: no limit)",
         )
         parser.add_argument(
             "--threads",
-            type=int,
+            type=_threads,
             default=1,
             help="how many tasks this worker runs at once, each in its own thread (default: 1)",
         )
@@ -85,14 +114,20 @@ class Command(BaseCommand):
             "--reload",
             choices=["always", "never"],
             default=None,
-            help="restart when code changes (by default, only if DEBUG=True)",
+            help="restart when code changes (by default, only if DEBUG=True and started from the command line)",
         )
 
     def handle(self, *args, **options):
         _show_logs(options["verbosity"])
         # Emails queued through EMAIL_BACKEND are served even without the contrib app installed (as in 1.x).
         load_delivery_task()
-        reload = options["reload"] or ("always" if settings.DEBUG else "never")
+        # Autoreload restarts the command line as a child process: from call_command() (a shell, a
+        # test, a script) that would run the caller again, so an in-process worker never reloads.
+        own_process = getattr(self, "_called_from_command_line", False)
+        default_reload = "always" if settings.DEBUG and own_process else "never"
+        reload = options["reload"] or default_reload
+        if reload == "always" and not own_process:
+            raise CommandError("--reload always only works from the command line (manage.py worker)")
 
         def make_worker() -> Worker:
             try:
@@ -110,9 +145,9 @@ class Command(BaseCommand):
                     no_schedules=options["no_schedules"],
                 )
             except ValueError as exc:
-                raise CommandError(str(exc)) from None
+                raise CommandError(str(exc), returncode=2) from None
 
-        code = run_with_reloader(make_worker) if reload == "always" else run_process(make_worker())
+        code = run_with_reloader(make_worker) if reload == "always" else run_process(make_worker(), own_process)
         if code:
             sys.exit(code)
 
