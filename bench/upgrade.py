@@ -29,7 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 NAME = "toosimpleq_bench_upgrade"
-STEPS = ["0017_upgrade_schema", "0018_upgrade_data", "0019_upgrade_finish", "0020_postgresql_notify"]
+# Every migration after the 1.x tables, in order: the upgrade plus whatever came later.
+STEPS = sorted(p.stem for p in (ROOT / "django_toosimple_q" / "migrations").glob("0*.py"))[1:]
 UTC = datetime.timezone.utc
 COLUMNS = (
     "id", "task_name", "args", "kwargs", "created", "started", "finished", "state", "result", "stdout", "stderr",

@@ -165,16 +165,13 @@ def with_bad_values(django_db_setup, django_db_blocker):
         def __reduce__(self):
             return os.system, (f"touch {marker}",)
 
-    def pickled(value) -> str:
-        return base64.b64encode(pickle.dumps(value, protocol=2)).decode()
-
     now = datetime.datetime.now(UTC)
     columns = "id, task_name, args, kwargs, created, state, result, stdout, stderr, due, retries, retry_delay, result_preview"
     rows = [
-        (101, "legacy_add", pickled((Exploit(),)), pickled({}), now, "QUEUED", None, "", "", now, 0, 0, None),
-        (102, "legacy_add", pickled((1, 2)), pickled({}), now, "SUCCEEDED", pickled(complex(1, 2)), "", "", now, 0, 0,
+        (101, "legacy_add", b64pickle((Exploit(),)), b64pickle({}), now, "QUEUED", None, "", "", now, 0, 0, None),
+        (102, "legacy_add", b64pickle((1, 2)), b64pickle({}), now, "SUCCEEDED", b64pickle(complex(1, 2)), "", "", now, 0, 0,
          "(1+2j)"),
-        (103, "legacy_unique", pickled((7,)), pickled({}), now, "QUEUED", None, "", "", now, 0, 0, None),
+        (103, "legacy_unique", b64pickle((7,)), b64pickle({}), now, "QUEUED", None, "", "", now, 0, 0, None),
     ]
     with django_db_blocker.unblock():
         database = LegacyDatabase("badvalues").create()
@@ -207,6 +204,11 @@ def legacy_tasks(clean_registry):
         if isinstance(value, Task):
             tasks_registry[value.name] = value
     return fixture_tasks
+
+
+def b64pickle(value) -> str:
+    """A value as 1.x stored it: a base64 pickle, protocol 2."""
+    return base64.b64encode(pickle.dumps(value, protocol=2)).decode()
 
 
 def executions(alias: str) -> dict[int, TaskExec]:
@@ -350,12 +352,22 @@ def test_admin_pages_of_legacy_rows(upgraded, with_bad_values, admin_client, set
 
 
 def test_waiting_calls_run_once_with_their_arguments(legacy_db, legacy_tasks, settings):
+    # An execution a 1.x worker was running when it was stopped for the upgrade.
+    now = datetime.datetime.now(UTC)
+    running = (120, "legacy_add", b64pickle((3, 4)), b64pickle({}), now, now, "PROCESSING", "", "", now, 0, 0, 1)
+    legacy_db.raw(
+        "INSERT INTO toosimpleq_taskexec (id, task_name, args, kwargs, created, started, state, stdout, stderr, due, "
+        "retries, retry_delay, worker_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        running,
+    )
+    legacy_db.disconnect()
     legacy_db.migrate()
     alias = legacy_db.connect()
     settings.TOOSIMPLEQ_DATABASE = alias
     # Queuing the unique call again merges into the legacy execution: no new row.
+    before = TaskExec.objects.count()
     again = legacy_tasks.legacy_unique.queue(7)
-    assert again.pk == ROWS["queued_unique"]["id"] and TaskExec.objects.count() == ROWS["_counts"]["taskexec"]
+    assert again.pk == ROWS["queued_unique"]["id"] and TaskExec.objects.count() == before
     # The sleeping retry runs once due (made due now, rather than in ten years).
     retry_id = ROWS["sleeping_retry"]["id"]
     TaskExec.objects.filter(pk=retry_id).update(due=datetime.datetime.now(UTC))
@@ -363,7 +375,7 @@ def test_waiting_calls_run_once_with_their_arguments(legacy_db, legacy_tasks, se
     done = legacy_db.manage("worker", "--until_done", "--reload", "never", "--tick", "0.2")
     assert "legacy_add" in done.stderr + done.stdout  # the worker lists the fixture's tasks
 
-    assert legacy_db.written("legacy_add") == [[10, 20]]
+    assert sorted(legacy_db.written("legacy_add")) == [[3, 4], [10, 20]]
     assert legacy_db.written("legacy_greet") == [["Bob", "2024-05-06 07:08:09+00:00"]]
     assert legacy_db.written("legacy_unique") == [[7]]
     rows = executions(alias)
@@ -379,6 +391,8 @@ def test_waiting_calls_run_once_with_their_arguments(legacy_db, legacy_tasks, se
     last = rows[retry.replaced_by_id]
     assert (last.state, last.retries, last.retry_delay, last.attempt) == ("SLEEPING", 0, 2 * 630720000.0, 3)
     assert rows[ROWS["sleeping_far"]["id"]].state == "SLEEPING"
+    # The execution the 1.x worker left PROCESSING is rescued: interrupted, then run again.
+    assert rows[120].state == "INTERRUPTED" and rows[rows[120].replaced_by_id].result == 7
     # The schedule continues from its last due time: no duplicate, no catch-up.
     next_due = Cron("0 3 * * *", UTC).next_after(due_of_schedule())  # the fixture's cron, TIME_ZONE UTC
     nightly = [e for e in rows.values() if e.task_name == "legacy_nightly"]
