@@ -1,10 +1,10 @@
-"""Reading what django-toosimple-q 1.x left in the database, once, during the upgrade migrations.
+"""Reading the values django-toosimple-q 1.x stored, once, during the upgrade migrations.
 
 1.x stored arguments and results as base64-encoded pickles. Unpickling runs whatever callable the
 data names, so these values are decoded here by a restricted unpickler that only admits the types
 our typed JSON (``serialization``) can hold, and then stored as typed JSON; nothing else in the
 library ever unpickles. A value it refuses is kept as it was (prefixed with ``pickle:``, so it reads
-as undecodable, never as JSON) and its execution gets a note saying why.
+as undecodable, never as JSON) and its execution gets a note saying why (see ``legacy_tables``).
 
 Admitted: ``datetime`` (datetime, date, time, timedelta, timezone), ``zoneinfo.ZoneInfo`` and pytz
 zones (turned into a fixed offset or a ``ZoneInfo``, without importing pytz), ``decimal.Decimal``,
@@ -18,22 +18,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import collections
 import datetime
 import decimal
 import io
 import pickle
 import uuid
 import zoneinfo
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from . import serialization
 
 #: Marks a stored value that the upgrade could not convert: the original base64 pickle follows.
 KEPT_PREFIX = "pickle:"
-#: Starts every note the upgrade writes into an execution's ``error``.
-NOTE_PREFIX = "[upgrade from django-toosimple-q 1.x]"
 
 
 class LegacyValueError(ValueError):
@@ -221,224 +217,3 @@ def repickle(text: str | None, what: str) -> str | None:
     if what == "args":
         value = tuple(value)
     return base64.b64encode(pickle.dumps(value, protocol=2)).decode("ascii")
-
-
-# -- one execution row ----------------------------------------------------------------------------
-
-
-@dataclass
-class LegacyExecution:
-    """The columns of one 1.x ``toosimpleq_taskexec`` row that the upgrade reads."""
-
-    id: int
-    task_name: str
-    state: str
-    args: str
-    kwargs: str
-    result: str | None
-    stdout: str
-    stderr: str
-    error: str | None
-    result_preview: str | None
-
-
-@dataclass
-class Converted:
-    """What the upgrade writes back into that row."""
-
-    args: str
-    kwargs: str
-    result: str | None
-    output: str
-    state: str
-    error: str | None
-    invalid: bool = False
-    notes: list[str] = field(default_factory=list)
-
-
-#: 1.x states in which an execution still waits to run (it can become INVALID).
-WAITING = ("SLEEPING", "QUEUED")
-_LABELS = {"args": "positional arguments", "kwargs": "keyword arguments", "result": "result"}
-
-
-def convert_execution(row: LegacyExecution) -> Converted:
-    """Typed JSON for the pickled columns, stdout and stderr joined into ``output``; a value that
-    cannot be converted is kept (``pickle:...``) with a note in ``error``, and a waiting execution
-    holding one becomes INVALID since it could never run."""
-    values: dict[str, str | None] = {}
-    notes: list[str] = []
-    for column in ("args", "kwargs", "result"):
-        raw = getattr(row, column)
-        try:
-            values[column] = convert(raw, column)
-        except LegacyValueError as exc:
-            values[column] = KEPT_PREFIX + raw
-            note = f"{NOTE_PREFIX} The {_LABELS[column]} could not be converted: {exc}."
-            if column == "result" and row.result_preview:
-                note += f" 1.x showed it as: {row.result_preview}"
-            notes.append(note)
-    invalid = bool(notes) and row.state in WAITING
-    error = row.error
-    if notes:
-        if invalid:
-            notes.append(f"{NOTE_PREFIX} This execution was {row.state} and cannot run: queue the call again.")
-        error = "\n".join(([error.rstrip("\n")] if error else []) + notes)
-    return Converted(
-        args=values["args"] or "[]",
-        kwargs=values["kwargs"] or "{}",
-        result=values["result"],
-        output=join_output(row.stdout, row.stderr),
-        state="INVALID" if invalid else row.state,
-        error=error,
-        invalid=invalid,
-        notes=notes,
-    )
-
-
-def join_output(stdout: str | None, stderr: str | None) -> str:
-    """1.x kept stdout and stderr apart; ours is one ``output``: stdout, then stderr on its own line."""
-    stdout, stderr = stdout or "", stderr or ""
-    if stdout and stderr and not stdout.endswith("\n"):
-        stdout += "\n"
-    return stdout + stderr
-
-
-#: Called with (task name) -> (queue, priority, unique) of the registered task, or None if unknown.
-TaskLookup = Callable[[str], "tuple[str, int, bool] | None"]
-
-
-# -- the whole table, in batches --------------------------------------------------------------------
-
-TABLE = "toosimpleq_taskexec"
-#: Rows read and written per round trip: big enough to amortise it, small enough to keep memory flat.
-BATCH = 2000
-
-
-@dataclass
-class UpgradeReport:
-    """Counts printed by the upgrade migration."""
-
-    executions: int = 0
-    converted: int = 0
-    invalid: int = 0
-    kept: int = 0
-    unique_keys: int = 0
-    unique_twins: int = 0
-
-    def lines(self) -> list[str]:
-        lines = [
-            f"{self.executions} execution(s) read, {self.converted} converted to typed JSON, "
-            f"{self.invalid} waiting one(s) made INVALID, {self.kept} finished one(s) kept with a value "
-            "that could not be converted (see their error)"
-        ]
-        if self.unique_keys or self.unique_twins:
-            lines.append(
-                f"{self.unique_keys} waiting execution(s) of unique tasks given their unique key; "
-                f"{self.unique_twins} identical waiting twin(s) left without one (they still run)"
-            )
-        return lines
-
-
-def upgrade_executions(connection: Any, lookup: TaskLookup, now: datetime.datetime, batch: int = BATCH) -> UpgradeReport:
-    """Convert every 1.x row of ``toosimpleq_taskexec`` (see ``convert_execution``) and fill the
-    columns 1.x did not have: ``queue`` and ``priority`` from the registered task (``lookup``),
-    ``attempt`` along ``replaced_by`` chains, and ``unique_key`` for waiting executions of unique
-    tasks (so that queuing the same call again merges into them)."""
-    quote = connection.ops.quote_name
-    select = (
-        f"SELECT id, task_name, state, args, kwargs, result, stdout, stderr, error, result_preview, replaced_by_id "
-        f"FROM {quote(TABLE)} WHERE id > %s ORDER BY id LIMIT %s"
-    )
-    update = (
-        f"UPDATE {quote(TABLE)} SET args = %s, kwargs = %s, result = %s, output = %s, state = %s, error = %s, "
-        f"queue = %s, priority = %s, attempt = %s, unique_key = %s, finished = COALESCE(%s, finished) WHERE id = %s"
-    )
-    finished_now = connection.ops.adapt_datetimefield_value(now)
-    report = UpgradeReport()
-    keys: set[str] = set()
-    # Replacements come after what they replace (greater ids): the attempt number flows forward.
-    next_attempt: dict[int, int] = {}
-    last_id = 0
-    with connection.cursor() as cursor:
-        while True:
-            cursor.execute(select, [last_id, batch])
-            rows = cursor.fetchall()
-            if not rows:
-                return report
-            updates = []
-            for row in rows:
-                legacy = LegacyExecution(*row[:10])
-                replaced_by = row[10]
-                converted = convert_execution(legacy)
-                queue, priority, unique = lookup(legacy.task_name) or ("default", 0, False)
-                unique_key = None
-                if unique and converted.state in WAITING:
-                    key = serialization.call_fingerprint(
-                        legacy.task_name, serialization.loads(converted.args), serialization.loads(converted.kwargs)
-                    )
-                    if key in keys:
-                        report.unique_twins += 1
-                    else:
-                        keys.add(key)
-                        unique_key = key
-                attempt = next_attempt.pop(legacy.id, 1)
-                if replaced_by is not None and replaced_by > legacy.id:
-                    next_attempt[replaced_by] = attempt + 1
-                report.executions += 1
-                if converted.invalid:
-                    report.invalid += 1
-                elif converted.notes:
-                    report.kept += 1
-                else:
-                    report.converted += 1
-                updates.append(
-                    (
-                        converted.args,
-                        converted.kwargs,
-                        converted.result,
-                        converted.output,
-                        converted.state,
-                        converted.error,
-                        queue,
-                        priority,
-                        attempt,
-                        unique_key,
-                        finished_now if converted.invalid else None,
-                        legacy.id,
-                    )
-                )
-            cursor.executemany(update, updates)
-            report.unique_keys = len(keys)
-            last_id = rows[-1][0]
-
-
-def downgrade_executions(connection: Any, batch: int = BATCH) -> int:
-    """Back to 1.x columns: typed JSON -> base64 pickles, ``output`` -> ``stdout``; returns the count.
-
-    Values the upgrade had kept are restored as they were. Executions the upgrade made INVALID stay
-    INVALID, and 1.x ignores what it does not have (queue, priority, attempt, unique key).
-    """
-    quote = connection.ops.quote_name
-    select = f"SELECT id, args, kwargs, result, output FROM {quote(TABLE)} WHERE id > %s ORDER BY id LIMIT %s"
-    update = f"UPDATE {quote(TABLE)} SET args = %s, kwargs = %s, result = %s, stdout = %s, stderr = '' WHERE id = %s"
-    count, last_id = 0, 0
-    with connection.cursor() as cursor:
-        while True:
-            cursor.execute(select, [last_id, batch])
-            rows = cursor.fetchall()
-            if not rows:
-                return count
-            updates = []
-            for row_id, args, kwargs, result, output in rows:
-                updates.append((_back(args or "[]", "args"), _back(kwargs or "{}", "kwargs"), _back(result, "result"), output or "", row_id))
-            cursor.executemany(update, updates)
-            count += len(rows)
-            last_id = rows[-1][0]
-
-
-def _back(text: str | None, what: str) -> str | None:
-    """``repickle`` for the downgrade; a value that is not typed JSON any more stays as it is."""
-    try:
-        return repickle(text, what)
-    except Exception:  # noqa: BLE001 - e.g. a row edited by hand: keep it readable as it is
-        return text

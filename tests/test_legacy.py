@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from django_toosimple_q import legacy, serialization
+from django_toosimple_q import legacy, legacy_tables, serialization
 
 PROTOCOLS = range(0, pickle.HIGHEST_PROTOCOL + 1)
 
@@ -265,16 +265,16 @@ def test_shapes_1x_wrote():
 # -- one row ------------------------------------------------------------------------------------------
 
 
-def row(**fields) -> legacy.LegacyExecution:
+def row(**fields) -> legacy_tables.LegacyExecution:
     base = dict(
         id=1, task_name="t", state="SUCCEEDED", args=b64pickle((1,)), kwargs=b64pickle({}), result=None,
         stdout="", stderr="", error=None, result_preview=None,
     )
-    return legacy.LegacyExecution(**{**base, **fields})
+    return legacy_tables.LegacyExecution(**{**base, **fields})
 
 
 def test_a_waiting_execution_that_cannot_convert_becomes_invalid_saying_why():
-    converted = legacy.convert_execution(row(state="QUEUED", args=b64pickle((Model(),))))
+    converted = legacy_tables.convert_execution(row(state="QUEUED", args=b64pickle((Model(),))))
     assert converted.state == "INVALID" and converted.invalid
     assert converted.args == legacy.KEPT_PREFIX + b64pickle((Model(),))
     assert "positional arguments could not be converted" in converted.error and "Model" in converted.error
@@ -282,11 +282,11 @@ def test_a_waiting_execution_that_cannot_convert_becomes_invalid_saying_why():
 
 
 def test_history_keeps_its_state_with_a_note_and_the_1x_preview():
-    converted = legacy.convert_execution(
+    converted = legacy_tables.convert_execution(
         row(result=b64pickle(complex(1, 2)), result_preview="(1+2j)", error="Traceback...\n", stdout="out", stderr="err")
     )
     assert converted.state == "SUCCEEDED" and not converted.invalid
-    assert converted.error.startswith("Traceback...\n" + legacy.NOTE_PREFIX)
+    assert converted.error.startswith("Traceback...\n" + legacy_tables.NOTE_PREFIX)
     assert "builtins.complex" in converted.error and "1.x showed it as: (1+2j)" in converted.error
     assert converted.output == "out\nerr"
     # Kept values read as undecodable (never as JSON) and go back to 1.x exactly as they were.

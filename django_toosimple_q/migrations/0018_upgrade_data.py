@@ -1,10 +1,11 @@
 """Converts what 1.x stored: pickled arguments and results to typed JSON, in batches.
 
 Pickles are decoded once, here, by the restricted unpickler of ``django_toosimple_q.legacy`` (never
-arbitrary classes). Waiting executions of registered tasks get the task's queue and priority, and
-those of ``unique=True`` tasks their unique key: the registry is filled when apps are loaded, which
-``manage.py migrate`` does, so run it with your tasks' apps installed, as usual. The counts are
-printed. Going back (``migrate toosimpleq 0017``) pickles the values again, as 1.x expects.
+arbitrary classes), row by row in ``django_toosimple_q.legacy_tables``. Executions get their
+registered task's queue and priority, and waiting ones of ``unique=True`` tasks their unique key: the
+registry is filled when apps are loaded, which ``manage.py migrate`` does, so run it with your tasks'
+apps installed, as usual. The counts are printed. Going back (``migrate toosimpleq 0017``) pickles
+the values again, as 1.x expects.
 
 A new database has no rows: nothing happens.
 """
@@ -15,7 +16,7 @@ import sys
 from django.db import migrations
 from django.utils import timezone
 
-from django_toosimple_q import legacy
+from django_toosimple_q import legacy_tables
 
 
 def registered(name):
@@ -27,7 +28,7 @@ def registered(name):
 
 def forwards(apps, schema_editor):
     connection = schema_editor.connection
-    report = legacy.upgrade_executions(connection, registered, timezone.now())
+    report = legacy_tables.upgrade_executions(connection, registered, timezone.now())
     WorkerStatus = apps.get_model("toosimpleq", "WorkerStatus")
     workers = 0
     for worker in WorkerStatus.objects.using(connection.alias).only("id", "legacy_timeout"):
@@ -43,7 +44,7 @@ def forwards(apps, schema_editor):
 
 def backwards(apps, schema_editor):
     connection = schema_editor.connection
-    legacy.downgrade_executions(connection)
+    legacy_tables.downgrade_executions(connection)
     WorkerStatus = apps.get_model("toosimpleq", "WorkerStatus")
     for worker in WorkerStatus.objects.using(connection.alias).only("id", "timeout"):
         worker.legacy_timeout = datetime.timedelta(seconds=worker.timeout)
