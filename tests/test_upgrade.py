@@ -48,7 +48,7 @@ class LegacyDatabase:
         self.alias = f"legacy_{label}"
         base = f"test_toosimpleq{SUFFIX}_{label}"
         self.name = os.path.join(tempfile.gettempdir(), base + ".sqlite3") if VENDOR == "sqlite" else base
-        self.out = Path(tempfile.mkdtemp(prefix=f"toosimpleq-legacy-{label}-"))
+        self.out: Path | None = None  # where the fixture's tasks write ($LEGACY_OUT)
 
     # -- the server side, through the command-line clients a user has -------------------------------
 
@@ -68,6 +68,7 @@ class LegacyDatabase:
 
     def create(self, fixture: bool = True) -> LegacyDatabase:
         self.drop()
+        self.out = Path(tempfile.mkdtemp(prefix=f"toosimpleq-legacy-{self.alias}-"))
         if VENDOR == "sqlite":
             if fixture:
                 shutil.copyfile(FIXTURE / "legacy.sqlite3", self.name)
@@ -86,6 +87,8 @@ class LegacyDatabase:
 
     def drop(self) -> None:
         self.disconnect()
+        if self.out is not None:
+            shutil.rmtree(self.out, ignore_errors=True)
         if VENDOR == "sqlite":
             if os.path.exists(self.name):
                 os.remove(self.name)
