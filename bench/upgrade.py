@@ -68,7 +68,8 @@ def manage(db: str, *args: str) -> tuple[float, str]:
     return elapsed, done.stdout
 
 
-def recreate(db: str) -> None:
+def recreate(db: str, create: bool = True) -> None:
+    """Drop the bench database, then create it empty (unless ``create`` is False)."""
     name = database_name(db)
     if db == "sqlite":
         if os.path.exists(name):
@@ -76,10 +77,11 @@ def recreate(db: str) -> None:
     elif db == "postgresql":
         host = ["-h", os.environ.get("PGHOST", "127.0.0.1"), "-U", os.environ.get("PGUSER", "postgres")]
         subprocess.run(["psql", *host, "-q", "-c", f'DROP DATABASE IF EXISTS "{name}"'], check=True)
-        subprocess.run(["psql", *host, "-q", "-c", f'CREATE DATABASE "{name}"'], check=True)
+        if create:
+            subprocess.run(["psql", *host, "-q", "-c", f'CREATE DATABASE "{name}"'], check=True)
     else:
         host = ["-h", os.environ.get("MYSQL_HOST", "127.0.0.1"), "-u", os.environ.get("MYSQL_USER", "root")]
-        statement = f"DROP DATABASE IF EXISTS `{name}`; CREATE DATABASE `{name}` CHARACTER SET utf8mb4"
+        statement = f"DROP DATABASE IF EXISTS `{name}`" + (f"; CREATE DATABASE `{name}` CHARACTER SET utf8mb4" if create else "")
         subprocess.run(["mariadb", *host, "-e", statement], check=True)
 
 
@@ -183,7 +185,7 @@ def main() -> None:
         if os.environ.get("BENCH_UPGRADE_CHILD") == db:
             measure(db, options.rows)
             if not options.keep:
-                recreate(db) if db == "sqlite" else None
+                recreate(db, create=False)
             return
         subprocess.run(
             [sys.executable, __file__, "--db", db, "--rows", str(options.rows), *(["--keep"] if options.keep else [])],
