@@ -349,6 +349,13 @@ def test_admin_pages_of_legacy_rows(upgraded, with_bad_values, admin_client, set
     for pk in (101, 102):
         response = admin_client.get(change.format(pk))
         assert response.status_code == 200 and "could not be converted" in response.content.decode()
+    # Such a call cannot be requeued from the admin (its arguments cannot be read): it says so.
+    count = TaskExec.objects.count()
+    response = admin_client.post(
+        "/admin/toosimpleq/taskexec/", {"action": "action_requeue", "_selected_action": [101], "index": 0}, follow=True
+    )
+    assert "Not requeued, their arguments cannot be read" in response.content.decode() and "#101" in response.content.decode()
+    assert TaskExec.objects.count() == count
 
 
 # -- running after the upgrade ------------------------------------------------------------------------

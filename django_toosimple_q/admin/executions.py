@@ -12,6 +12,7 @@ from django.utils.translation import ngettext
 
 from ..models import TaskExec, WorkerStatus
 from ..registry import insert_execution, tasks_registry
+from ..serialization import Undecodable
 from . import display
 from .dashboard import dashboard_view
 from .listing import PREVIEW, CappedPaginator, ExecutionChangeList, QueueFilter, TaskNameFilter, WorkerFilter
@@ -214,8 +215,11 @@ class TaskExecAdmin(admin.ModelAdmin):
     def action_requeue(self, request, queryset):
         db = router.db_for_write(TaskExec)
         now = timezone.now()
-        created = []
+        created, unreadable = [], []
         for execution in queryset.defer("result", "error", "output").order_by("id"):
+            if isinstance(execution.args, Undecodable) or isinstance(execution.kwargs, Undecodable):
+                unreadable.append(execution.pk)  # e.g. a 1.x pickle the upgrade could not convert
+                continue
             task = tasks_registry.get(execution.task_name)
             retries = task.retries if task is not None else execution.retries
             retry_delay = task.retry_delay if task is not None else execution.retry_delay
@@ -238,6 +242,13 @@ class TaskExecAdmin(admin.ModelAdmin):
                 )
                 % {"count": len(created), "ids": ", ".join(f"#{pk}" for pk in created)},
                 messages.SUCCESS,
+            )
+        if unreadable:
+            self.message_user(
+                request,
+                _("Not requeued, their arguments cannot be read (queue the call again from your code): %(ids)s.")
+                % {"ids": ", ".join(f"#{pk}" for pk in unreadable)},
+                messages.WARNING,
             )
 
     @admin.action(description=_("Cancel: never run these waiting executions"), permissions=["cancel"])

@@ -1,9 +1,9 @@
 """From the 1.x tables to today's columns (the pickled values are converted by 0018).
 
 A database holding only some of 1.x's migrations (a release before 1.2.1) is refused with a message
-saying to upgrade to 1.2.1 first: this one only knows the tables 1.2.1 left. Names longer than today's 255 characters: a task or schedule name that long stops the upgrade with a
-message saying which rows to fix (their names come from your code); a worker label is history only
-and is shortened.
+saying to upgrade to 1.2.1 first: this one only knows the tables 1.2.1 left. Names are limited to 255
+characters now: a longer task or schedule name stops the upgrade with a message saying which rows to
+fix (their names come from your code); a worker label is history only and is shortened.
 """
 
 import django.utils.timezone
