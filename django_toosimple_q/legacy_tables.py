@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from . import serialization
 from .legacy import KEPT_PREFIX, LegacyValueError, convert, repickle
@@ -103,7 +103,7 @@ BATCH = 2000
 TaskLookup = Callable[[str], "tuple[str, int, bool] | None"]
 
 
-def _batches(cursor: Any, select: str, batch: int):
+def _batches(cursor: Any, select: str, batch: int) -> Iterator[list[tuple]]:
     """Rows of ``select`` (which takes the last id seen and a limit) in id order, ``batch`` at a time.
     Keyset pagination: each batch costs the same however far into a large table it is."""
     last_id = 0
