@@ -19,7 +19,8 @@ $(VENV)/.installed-base: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e . $(DJANGO_PIN)
 	touch $@
 
-# mysqlclient compiles against the MariaDB client library; install it from Debian when we can.
+# mysqlclient compiles against the MariaDB client library, and the pooler tests need PgBouncer: install
+# them from Debian when we can.
 system-deps:
 	@if ! pkg-config --exists libmariadb 2>/dev/null && ! pkg-config --exists mysqlclient 2>/dev/null; then \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
@@ -27,6 +28,16 @@ system-deps:
 	    (apt-get install -y -q libmariadb-dev pkg-config >/dev/null 2>&1 || \
 	     (apt-get update -q >/dev/null && apt-get install -y -q libmariadb-dev pkg-config >/dev/null)); \
 	  else echo "libmariadb-dev missing: MariaDB tests will be skipped"; fi; \
+	fi
+	@# PgBouncer: the tests of workers behind a connection pooler (tests/test_poolers.py) start their own
+	@# (the service the package starts under systemd is not needed).
+	@if ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "Installing pgbouncer (the connection-pooler tests start one)"; \
+	    (DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer >/dev/null)); \
+	    if [ -d /run/systemd/system ]; then systemctl disable --now pgbouncer >/dev/null 2>&1 || true; fi; \
+	  else echo "pgbouncer missing: the connection-pooler tests will be skipped"; fi; \
 	fi
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed-base | system-deps
@@ -41,7 +52,7 @@ demo: $(VENV)/.installed-base
 	cd demo && ../$(BIN)/python manage.py demo_setup
 	@echo ""
 	@echo "  Demo running: admin at http://$(HOST):$(PORT)/admin/  (login: demo / demo)"
-	@echo "  Stop the web server and the worker with one Ctrl-C."
+	@echo "  Stop the web server and the worker with one Ctrl-C (or a SIGTERM to the runner)."
 	@echo ""
 	cd demo && ../$(BIN)/python run.py $(HOST):$(PORT)
 
@@ -49,7 +60,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/run.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) demo/db.sqlite3
+	rm -rf $(VENV) demo/db.sqlite3 build
 
 $(VENV)/.installed-docs: pyproject.toml $(VENV)/.installed-base
 	$(BIN)/pip install -q -e '.[docs]' $(DJANGO_PIN)

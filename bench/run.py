@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark of django-toosimple-q on SQLite and PostgreSQL: ``make bench`` (see bench/README.md).
 
-    python bench/run.py [--quick] [--only enqueue|drain|latency|idle|history] [--db sqlite|postgresql]
+    python bench/run.py [--quick] [--only enqueue|drain|latency|idle|stop|history] [--db sqlite|postgresql]
 
 Each database is measured in its own child process (Django settings are per process); the parent
 prints the machine, then one table for all databases, and writes it to bench/results/latest.json.
@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's django_toosimple_q, not an installed one
 
-SECTIONS = ["enqueue", "drain", "latency", "idle", "history"]
+SECTIONS = ["enqueue", "drain", "latency", "idle", "stop", "history"]
 DATABASES = ["sqlite", "postgresql"]
 PG_DB_NAME = "toosimpleq_bench"
 SQLITE_PATH = os.path.join(tempfile.gettempdir(), "toosimpleq-bench.sqlite3")
@@ -200,6 +200,15 @@ def table_rows(r: dict) -> list[tuple[str, str]]:
             rows.append((f"idle {x['seconds']:.0f}s: transactions/s (pg_stat_database)",
                          f"{x['transactions_per_s']:.2f}" if "transactions_per_s" in x else "n/a"))  # fmt: skip
             rows.append(("idle: statements/s (counted in the worker)", f"{x['statements_per_s']:.2f}"))
+    if "stop" in r:
+        x = r["stop"]
+        if "error" in x:
+            rows.append(("stop", "ERROR"))
+        else:
+            for key, label in (("recorded", "exit recorded"), ("exited", "process ended")):
+                y = x[key]
+                cell = "n/a" if y["p50_ms"] is None else f"{fmt_ms(y['p50_ms'])} / {fmt_ms(y['max_ms'])}"
+                rows.append((f"stop: idle worker, SIGTERM to {label}, p50/max ms", cell))
     if "history" in r:
         h = r["history"]
         if "error" in h:

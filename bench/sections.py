@@ -1,4 +1,4 @@
-"""The five measurements. Each returns a JSON-able dict; ``run.py`` turns them into the table.
+"""The six measurements. Each returns a JSON-able dict; ``run.py`` turns them into the table.
 
 Imported only after ``django.setup()``.
 """
@@ -45,12 +45,13 @@ class Sizes:
     idle_seconds: float = 60.0
     history: int = 1_000_000
     drain_timeout: float = 900.0
+    stop_samples: int = 10
 
     @classmethod
     def quick(cls) -> Sizes:
         return cls(
             enqueue=500, bulk=5_000, drain=2_000, latency_samples=5, latency_warmup=1,
-            idle_seconds=25.0, history=100_000, drain_timeout=300.0,
+            idle_seconds=25.0, history=100_000, drain_timeout=300.0, stop_samples=3,
         )  # fmt: skip
 
 
@@ -301,7 +302,44 @@ class Bench:
             ).fetchone()
         return int(row[0])
 
-    # -- 5. history --------------------------------------------------------------------------------
+    # -- 5. stop -----------------------------------------------------------------------------------
+
+    def stop(self) -> dict:
+        """An idle worker at the default tick gets SIGTERM: milliseconds until it has recorded its exit
+        (the ``stopped`` time its row gets last) and until the process has ended."""
+        import signal
+
+        from django_toosimple_q.models import WorkerStatus
+
+        proven_field = any(f.name == "receives_notifications" for f in WorkerStatus._meta.fields)
+        recorded: list[float] = []
+        exited: list[float] = []
+        for _ in range(self.sizes.stop_samples):
+            harness.reset()
+            proc = self.workers.start()
+            try:
+                harness.wait_registered(1)
+                # Idle for real: past the start-up, and on PostgreSQL with its listener trusted (when
+                # the code under test records that).
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline and self.vendor == "postgresql" and proven_field:
+                    if WorkerStatus.objects.filter(receives_notifications=True).exists():
+                        break
+                    time.sleep(0.05)
+                time.sleep(1.0)
+                sent = time.time()
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=30)
+                exited.append((time.time() - sent) * 1000)
+                stopped = WorkerStatus.objects.values_list("stopped", flat=True).get()
+                recorded.append((stopped.timestamp() - sent) * 1000)
+            finally:
+                self.workers.stop_all()
+        result = {"recorded": summarize_ms(recorded), "exited": summarize_ms(exited)}
+        log(f"stop: exit recorded {describe_ms(result['recorded'])}; process ended {describe_ms(result['exited'])}")
+        return result
+
+    # -- 6. history --------------------------------------------------------------------------------
 
     def history(self) -> dict:
         """The drain again with ``sizes.history`` finished rows in the table; ratio to the empty table,

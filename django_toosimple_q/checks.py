@@ -1,4 +1,5 @@
-"""Django system checks: schedules that cannot work stop ``manage.py worker`` (and ``check``) at start-up."""
+"""Django system checks: schedules and settings that cannot work stop ``manage.py worker`` (and ``check``)
+at start-up."""
 
 from __future__ import annotations
 
@@ -44,4 +45,21 @@ def check_mail_app(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="toosimpleq.W001",
             )
         ]
+    return []
+
+
+@checks.register("toosimpleq")
+def check_listen_database(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """``TOOSIMPLEQ_LISTEN_DATABASE`` must be None/False or the alias of a PostgreSQL database."""
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+
+    from . import conf
+
+    if not hasattr(settings, "TOOSIMPLEQ_LISTEN_DATABASE"):
+        return []
+    try:
+        conf.listen_database()
+    except ImproperlyConfigured as exc:
+        return [checks.Error(str(exc), id="toosimpleq.E002")]
     return []

@@ -4,23 +4,52 @@ from __future__ import annotations
 
 import datetime
 
+from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import router
+from django.db import connections, router
 
 
 def queue_database() -> str:
-    """The database alias holding the queue: ``TOOSIMPLEQ_DATABASE``, else what the routers say."""
+    """The database alias holding the queue, the one answer used everywhere (the engine, the models'
+    manager, the admin, contrib apps, Django's tasks backend): ``TOOSIMPLEQ_DATABASE``, else the
+    database your routers give for writing the queue's models (usually ``"default"``)."""
     alias = getattr(settings, "TOOSIMPLEQ_DATABASE", None)
     if alias is None:
-        from .models import TaskExec
-
-        return router.db_for_write(TaskExec)
+        return router.db_for_write(apps.get_model("toosimpleq", "TaskExec"))
     if alias not in settings.DATABASES:
         raise ImproperlyConfigured(
             f"TOOSIMPLEQ_DATABASE is {alias!r}, which is not an alias in DATABASES ({', '.join(settings.DATABASES)})"
         )
     return alias
+
+
+def listen_database() -> str | None:
+    """``TOOSIMPLEQ_LISTEN_DATABASE``: the database alias the worker's LISTEN connection uses (PostgreSQL).
+
+    Unset: the queue database. An alias of ``DATABASES``: that connection instead (a direct one, when
+    the rest goes through a transaction-pooling PgBouncer). ``None`` or ``False``: no LISTEN at all,
+    workers poll every ``--tick``.
+    """
+    if not hasattr(settings, "TOOSIMPLEQ_LISTEN_DATABASE"):
+        return queue_database()
+    value = settings.TOOSIMPLEQ_LISTEN_DATABASE
+    if value is None or value is False:
+        return None
+    if not isinstance(value, str) or value not in settings.DATABASES:
+        raise ImproperlyConfigured(
+            f"TOOSIMPLEQ_LISTEN_DATABASE is {value!r}, which is not an alias in DATABASES "
+            f"({', '.join(settings.DATABASES)}): set it to the alias of a PostgreSQL connection that reaches "
+            "the server directly (or through a session-pooling PgBouncer), or to None to turn notifications "
+            "off (workers then poll every --tick)."
+        )
+    vendor = connections[value].vendor  # loads the backend; connects to nothing
+    if vendor != "postgresql":
+        raise ImproperlyConfigured(
+            f"TOOSIMPLEQ_LISTEN_DATABASE is {value!r}, a {vendor} database: notifications need "
+            "PostgreSQL. Set it to the alias of a PostgreSQL connection, or to None to turn them off."
+        )
+    return value
 
 
 def delete_finished_after() -> datetime.timedelta | None:

@@ -10,13 +10,13 @@ import datetime
 import signal
 from typing import Any
 
-from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from . import serialization
+from .conf import queue_database
 
 
 class TypedJSONField(models.TextField):
@@ -46,12 +46,21 @@ class TypedJSONField(models.TextField):
     def get_prep_value(self, value):
         if value is None:
             return None
-        if isinstance(value, serialization.Undecodable):
+        if isinstance(value, (serialization.Undecodable, EncodedJSON)):
             return value.raw
         return serialization.dumps(value, self.name)
 
     def value_to_string(self, obj):
         return self.get_prep_value(self.value_from_object(obj))
+
+
+class EncodedJSON:
+    """A value already encoded by ``serialization.dumps``, written as is (encoding it once is enough)."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: str):
+        self.raw = raw
 
 
 class StateIndex(models.Index):
@@ -91,13 +100,12 @@ class StateIndex(models.Index):
 
 
 class QueueManager(models.Manager):
-    """Queries go to ``TOOSIMPLEQ_DATABASE`` when it is set (even without the router), so the library,
-    the admin and your code read the queue where it is."""
+    """Queries go to the queue's database (``conf.queue_database()``: ``TOOSIMPLEQ_DATABASE``, even
+    without the router, else the routers' database for writing), so the library, the admin and your
+    code read the queue where it is written, never from a replica that lags."""
 
     def get_queryset(self) -> models.QuerySet:
-        queryset = super().get_queryset()
-        alias = getattr(settings, "TOOSIMPLEQ_DATABASE", None)
-        return queryset.using(alias) if alias else queryset
+        return super().get_queryset().using(queue_database())
 
 
 class TaskExec(models.Model):
@@ -136,6 +144,13 @@ class TaskExec(models.Model):
     state = models.CharField(_("state"), max_length=32, choices=States.choices, default=States.QUEUED)
     result = TypedJSONField(_("result"), null=True, blank=True)
     error = models.TextField(_("error"), null=True, blank=True)
+    exception_class = models.CharField(
+        _("exception class"),
+        max_length=255,
+        null=True,
+        blank=True,
+        help_text=_("The dotted path of the exception class a failed run raised."),
+    )
     output = models.TextField(_("output"), blank=True, default="", help_text=_("What the task printed."))
     attempt = models.IntegerField(_("attempt"), default=1, help_text=_("1 for the first execution of a call, +1 per replacement."))
     crashes = models.IntegerField(
@@ -159,6 +174,9 @@ class TaskExec(models.Model):
         on_delete=models.SET_NULL,
         related_name="executions",
     )
+    #: Whether the task was ``unique`` when this call was queued: a worker that does not have the task
+    #: registered (rolling deploys) still knows how to release or replace the execution.
+    is_unique = models.BooleanField(_("unique"), default=False)
     # Set only while a unique task's execution waits; NULLs never collide, so the database itself
     # guarantees at most one waiting execution per identical call.
     unique_key = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
@@ -195,8 +213,6 @@ class TaskExec(models.Model):
         self, due: datetime.datetime, retries: int, retry_delay: float, crashes: int | None = None
     ) -> TaskExec:
         """An unsaved execution of the same call, to be linked from this one by ``replaced_by``."""
-        task = self.task
-        unique = task is not None and task.unique
         now = timezone.now()
         return TaskExec(
             task_name=self.task_name,
@@ -211,15 +227,18 @@ class TaskExec(models.Model):
             crashes=self.crashes if crashes is None else crashes,
             retries=retries,
             retry_delay=retry_delay,
-            unique_key=serialization.call_fingerprint(self.task_name, self.args, self.kwargs) if unique else None,
+            is_unique=self.is_unique,
+            unique_key=self.call_fingerprint() if self.is_unique else None,
         )
 
-    @property
-    def task(self):
-        """The registered task definition, or None if this process does not know the name."""
-        from .registry import tasks_registry
+    def apply(self, outcome: Any) -> None:
+        """Set the fields an ``engine.outcome.Outcome`` writes on this in-memory execution."""
+        for name, value in outcome.fields().items():
+            setattr(self, name, value)
 
-        return tasks_registry.get(self.task_name)
+    def call_fingerprint(self) -> str:
+        """What identifies this call among waiting executions of a ``unique`` task."""
+        return serialization.call_fingerprint(self.task_name, self.args, self.kwargs)
 
 
 class ScheduleExec(models.Model):
@@ -277,10 +296,18 @@ class WorkerStatus(models.Model):
     exit_code = models.IntegerField(_("exit code"), null=True, blank=True)
     exit_signal = models.IntegerField(_("exit signal"), null=True, blank=True)
     exit_log = models.TextField(_("exit log"), blank=True, default="")
+    receives_notifications = models.BooleanField(
+        _("receives notifications"),
+        default=False,
+        help_text=_(
+            "True while the worker's LISTEN connection proves it receives notifications (new work starts at "
+            "once); False: the worker polls every tick."
+        ),
+    )
 
     class Meta:
-        verbose_name = _("worker status")
-        verbose_name_plural = _("worker statuses")
+        verbose_name = _("worker")
+        verbose_name_plural = _("workers")
         indexes = [models.Index(fields=["stopped", "last_seen"], name="toosimpleq_worker_live_idx")]
 
     def __str__(self) -> str:

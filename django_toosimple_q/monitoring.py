@@ -72,6 +72,8 @@ class WorkerInfo:
     excluded_queues: list[str]
     started: str
     last_seen: str
+    #: True: the worker's listener proves that notifications arrive; False: it polls every tick.
+    receives_notifications: bool = False
 
 
 @dataclass
@@ -80,8 +82,11 @@ class Snapshot:
     states: dict[str, int]
     total: int
     queues: list[QueueStats]
+    #: Calls that finally failed in the last 24 hours (no retry left, not requeued).
     failures_24h: int
     workers_online: list[WorkerInfo] = field(default_factory=list)
+    #: Failed attempts of the last 24 hours that were retried (or requeued): their call went on.
+    retried_failures_24h: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -128,7 +133,55 @@ def queue_stats(now: datetime.datetime | None = None, using: str | None = None) 
 
 
 def failures_since(since: datetime.datetime, using: str | None = None) -> int:
-    return objects(using).filter(state=States.FAILED, finished__gte=since).count()
+    """Calls that finally failed since ``since``: FAILED executions nothing replaced (no retry was
+    left, nobody requeued them). A failed attempt followed by a retry is counted apart, below."""
+    return objects(using).filter(state=States.FAILED, finished__gte=since, replaced_by__isnull=True).count()
+
+
+def retried_failures_since(since: datetime.datetime, using: str | None = None) -> int:
+    """Failed attempts since ``since`` whose call went on in a retry (or a requeue)."""
+    return objects(using).filter(state=States.FAILED, finished__gte=since, replaced_by__isnull=False).count()
+
+
+@dataclass
+class Interval:
+    """Executions that finished in ``[start, start + length)``, by outcome."""
+
+    start: datetime.datetime
+    succeeded: int = 0
+    failed: int = 0
+
+
+def outcomes_per_interval(
+    hours: int, interval_minutes: int, now: datetime.datetime | None = None, using: str | None = None
+) -> list[Interval]:
+    """Succeeded and failed executions per interval of ``interval_minutes`` over the last ``hours``
+    hours, oldest first; intervals are aligned on whole multiples of their length since the epoch."""
+    now = now or timezone.now()
+    last = int(now.timestamp() // 60) // interval_minutes
+    first = last - hours * 60 // interval_minutes + 1
+    since = datetime.datetime.fromtimestamp(first * interval_minutes * 60, tz=datetime.timezone.utc)
+    intervals = {
+        number: Interval(datetime.datetime.fromtimestamp(number * interval_minutes * 60, tz=datetime.timezone.utc))
+        for number in range(first, last + 1)
+    }
+    rows = (
+        objects(using)
+        .filter(state__in=[States.SUCCEEDED, States.FAILED], finished__gte=since)
+        .annotate(minute=MinuteNumber("finished"))
+        .order_by()
+        .values_list("minute", "state")
+        .annotate(n=Count("*"))
+    )
+    for minute, state, n in rows:
+        interval = intervals.get(int(minute) // interval_minutes)
+        if interval is None:  # finished after ``now`` (clocks of several hosts)
+            continue
+        if state == States.SUCCEEDED:
+            interval.succeeded += n
+        else:
+            interval.failed += n
+    return list(intervals.values())
 
 
 def finished_per_minute(
@@ -161,6 +214,7 @@ def online_workers(now: datetime.datetime | None = None, using: str | None = Non
 def snapshot(now: datetime.datetime | None = None, using: str | None = None) -> Snapshot:
     """Everything ``toosimpleq_status`` prints, in one object."""
     now = now or timezone.now()
+    since = now - datetime.timedelta(hours=24)
     states = state_counts(using)
     workers = [
         WorkerInfo(
@@ -172,6 +226,7 @@ def snapshot(now: datetime.datetime | None = None, using: str | None = None) -> 
             excluded_queues=list(w.excluded_queues or []),
             started=w.started.isoformat(),
             last_seen=w.last_seen.isoformat(),
+            receives_notifications=w.receives_notifications,
         )
         for w in online_workers(now, using)
     ]
@@ -180,6 +235,7 @@ def snapshot(now: datetime.datetime | None = None, using: str | None = None) -> 
         states=states,
         total=sum(states.values()),
         queues=queue_stats(now, using),
-        failures_24h=failures_since(now - datetime.timedelta(hours=24), using),
+        failures_24h=failures_since(since, using),
         workers_online=workers,
+        retried_failures_24h=retried_failures_since(since, using),
     )

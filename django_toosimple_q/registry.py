@@ -98,6 +98,7 @@ class Task:
             state=TaskExec.States.SLEEPING if due > now else TaskExec.States.QUEUED,
             retries=self.retries,
             retry_delay=self.retry_delay,
+            is_unique=self.unique,
             unique_key=serialization.call_fingerprint(self.name, args, kwargs) if self.unique else None,
         )
 

@@ -13,9 +13,7 @@
 
 from __future__ import annotations
 
-import builtins
 import json
-import re
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -366,8 +364,10 @@ _ERROR_CLASSES = {
 
 def task_error(execution: TaskExec) -> TaskError | None:
     if execution.state == States.FAILED:
-        text = execution.error or ""
-        return TaskError(exception_class_path=exception_class_path(text), traceback=text)
+        # The class is stored by the worker; rows without one (written by other versions) say Exception.
+        return TaskError(
+            exception_class_path=execution.exception_class or "builtins.Exception", traceback=execution.error or ""
+        )
     error_class = _ERROR_CLASSES.get(execution.state)
     if error_class is None:
         return None
@@ -375,37 +375,6 @@ def task_error(execution: TaskExec) -> TaskError | None:
         exception_class_path=f"{error_class.__module__}.{error_class.__qualname__}",
         traceback=execution.error or execution.get_state_display(),
     )
-
-
-_CLASS_NAME = re.compile(r"[A-Za-z_][\w.]*")
-# Failures the worker records itself, as "ClassName: message".
-_WORKER_ERRORS = {"TimeLimitExceeded", "ChildDied"}
-
-
-def exception_class_path(error: str) -> str:
-    """The dotted path of the exception class named in a traceback recorded by the worker.
-
-    The class is on the first unindented line after the last "Traceback" header (a message may span
-    several lines); Python omits the module of built-in exceptions.
-    """
-    lines = error.splitlines()
-    headers = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last):")]
-    start = headers[-1] + 1 if headers else 0
-    for line in lines[start:]:
-        if line and not line[0].isspace():
-            name = line.split(":", 1)[0].strip()
-            break
-    else:
-        return "builtins.Exception"
-    if not _CLASS_NAME.fullmatch(name):
-        return "builtins.Exception"
-    if "." in name:
-        return name
-    if isinstance(getattr(builtins, name, None), type):
-        return f"builtins.{name}"
-    if name in _WORKER_ERRORS:
-        return f"django_toosimple_q.worker.isolation.{name}"
-    return "builtins.Exception"
 
 
 def json_round_trip(value: Any, what: str) -> Any:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -16,6 +19,11 @@ from django.core.management import call_command
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("postgresql_only") and os.environ.get("TOOSIMPLEQ_TEST_DB", "sqlite") != "postgresql":
+        pytest.skip("PostgreSQL only")
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.05, message: str = ""):
@@ -191,3 +199,103 @@ def run_worker(transactional_db):
 @pytest.fixture
 def vendor() -> str:
     return connection.vendor
+
+
+class PgBouncer:
+    """A real PgBouncer in front of the test PostgreSQL, on a free loopback port, trust authentication.
+
+    PgBouncer refuses to run as root: as root it runs as the ``postgres`` user, from files it can read.
+    """
+
+    def __init__(self, mode: str, pool_size: int = 40):
+        from django.db import connection as conn
+
+        self.mode = mode
+        settings = conn.settings_dict
+        self.dir = Path(tempfile.mkdtemp(prefix=f"toosimpleq-pgbouncer-{mode}-"))
+        self.dir.chmod(0o755)
+        users = self.dir / "users.txt"
+        users.write_text(f'"{settings["USER"]}" ""\n')
+        self.port = free_port()
+        ini = self.dir / "pgbouncer.ini"
+        ini.write_text(
+            "[databases]\n"
+            f"* = host={settings['HOST'] or '127.0.0.1'} port={settings['PORT'] or 5432}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            f"auth_type = trust\nauth_file = {users}\npool_mode = {mode}\n"
+            # Session mode holds a server connection per client: room for every worker thread and listener.
+            f"default_pool_size = {pool_size}\nmax_client_conn = 400\n"
+        )
+        for path in (users, ini):
+            path.chmod(0o644)
+        as_postgres = {"user": "postgres", "group": "postgres"} if os.geteuid() == 0 else {}
+        self.log = open(self.dir / "pgbouncer.log", "w")
+        self.popen = subprocess.Popen(
+            [pgbouncer_path(), str(ini)], stdout=self.log, stderr=subprocess.STDOUT, **as_postgres
+        )
+        self.settings = {**settings, "PORT": str(self.port)}
+        wait_for(self.accepts, timeout=20, message=f"PgBouncer ({mode}) to accept connections; {self.dir}")
+
+    def accepts(self) -> bool:
+        if self.popen.poll() is not None:
+            pytest.fail(f"PgBouncer exited: {(self.dir / 'pgbouncer.log').read_text()[-2000:]}")
+        import psycopg
+
+        try:
+            psycopg.connect(
+                host="127.0.0.1", port=self.port, user=self.settings["USER"], dbname=self.settings["NAME"], connect_timeout=2
+            ).close()
+            return True
+        except psycopg.OperationalError:
+            return False
+
+    def worker_env(self) -> dict[str, str]:
+        """Environment for worker subprocesses whose database connections go through this PgBouncer."""
+        return {"PGPORT": str(self.port), "TOOSIMPLEQ_TEST_POOL_MODE": self.mode}
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()  # SIGTERM: immediate shutdown
+            try:
+                self.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout=10)
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def pgbouncer_path() -> str | None:
+    return shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin:/usr/local/sbin")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def pgbouncers(django_db_setup, django_db_blocker):
+    """``pgbouncers(mode, pool_size=40)``: a PgBouncer for ``"transaction"`` or ``"session"`` pooling
+    with that many server connections, started once.
+
+    Skips when PgBouncer is not installed, unless ``TOOSIMPLEQ_REQUIRE_PGBOUNCER=1`` (CI).
+    """
+    if pgbouncer_path() is None:
+        reason = "pgbouncer is not installed (Debian: apt-get install pgbouncer; `make test` installs it as root)"
+        if os.environ.get("TOOSIMPLEQ_REQUIRE_PGBOUNCER") == "1":
+            pytest.fail(reason + ", and TOOSIMPLEQ_REQUIRE_PGBOUNCER=1")
+        pytest.skip(reason)
+    started: dict[tuple[str, int], PgBouncer] = {}
+
+    def start(mode: str, pool_size: int = 40) -> PgBouncer:
+        if (mode, pool_size) not in started:
+            with django_db_blocker.unblock():
+                started[mode, pool_size] = PgBouncer(mode, pool_size)
+        return started[mode, pool_size]
+
+    yield start
+    for bouncer in started.values():
+        bouncer.stop()

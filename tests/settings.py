@@ -58,6 +58,21 @@ DATABASES["queue"] = {
 if DB == "sqlite":
     DATABASES["queue"]["NAME"] = _queue_test_name
 
+if DB == "postgresql":
+    # tests/test_poolers.py: the test process reaches PgBouncer through this alias (its port is set once
+    # PgBouncer runs); worker subprocesses go through it with PGPORT and these variables.
+    DATABASES["pooled"] = {**DATABASES["default"], "TEST": {"MIRROR": "default"}}
+    if os.environ.get("TOOSIMPLEQ_TEST_POOL_MODE") == "transaction":
+        DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True  # as Django's docs say for transaction pooling
+    if os.environ.get("TOOSIMPLEQ_TEST_SERVER_SIDE_BINDING"):
+        DATABASES["default"]["OPTIONS"] = {"server_side_binding": True}
+    listen = os.environ.get("TOOSIMPLEQ_TEST_LISTEN_PORT")  # "none": TOOSIMPLEQ_LISTEN_DATABASE = None
+    if listen == "none":
+        TOOSIMPLEQ_LISTEN_DATABASE = None
+    elif listen:
+        DATABASES["listen"] = {**DATABASES["default"], "PORT": listen, "TEST": {"MIRROR": "default"}}
+        TOOSIMPLEQ_LISTEN_DATABASE = "listen"
+
 SECRET_KEY = "tests-only"
 DEBUG = False
 USE_TZ = True

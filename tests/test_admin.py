@@ -69,13 +69,29 @@ def test_list_columns_and_state_badges(admin_client):
     assert response.status_code == 200
     html = response.content.decode()
     assert rows(response) == [queued.pk, failed.pk, done.pk]
-    for heading in ("call", "state", "queue", "priority", "due", "started", "finished", "duration", "worker"):
+    for heading in ("task", "call", "state", "when", "worker", "retries"):
         assert f">{heading.capitalize()}<" in html or f">{heading}<" in html.lower()
     assert "toosimpleq-state-failed" in html and "✘" in html
     assert "toosimpleq-state-succeeded" in html
-    assert "2.00 s" in html  # duration
+    assert "ran 2.00 s" in html  # duration, under the finish time
+    assert "queue default, priority 0" in html
+    assert re.search(r"finished</span> <span [^>]*title=", html) and re.search(r"due</span> <span [^>]*title=", html)
     assert reverse("admin:toosimpleq_workerstatus_change", args=[w.pk]) in html
     assert "[1, 2]" in html and "{&#x27;x&#x27;: 1}" in html
+
+
+def test_times_of_today_say_today_and_others_give_the_date():
+    import time_machine
+
+    from django_toosimple_q.admin.display import moment
+
+    with time_machine.travel(datetime.datetime(2026, 3, 10, 12, 0, tzinfo=datetime.timezone.utc), tick=False):
+        now = timezone.now()
+        today = moment(now - datetime.timedelta(hours=11, minutes=59))
+        yesterday = moment(now - datetime.timedelta(hours=12, seconds=1))
+    assert ">today 00:01:00<" in today and 'title="2026-03-10 00:01:00"' in today
+    assert ">2026-03-09 23:59<" in yesterday and 'title="2026-03-09 23:59:59"' in yesterday
+    assert moment(None) == "-"
 
 
 def test_list_never_reads_large_values(admin_client):
@@ -339,6 +355,9 @@ def test_app_index_links_to_dashboard(admin_client):
     html = admin_client.get(reverse("admin:app_list", args=["toosimpleq"])).content.decode()
     assert DASHBOARD in html
     assert DASHBOARD in admin_client.get(LIST).content.decode()
+    # The models are named as the documentation names them (migration 0023 for the workers).
+    assert ">Workers<" in html and ">Task executions<" in html and ">Schedules<" in html
+    assert "Worker statuses" not in html
 
 
 def test_dashboard(admin_client):
@@ -363,7 +382,7 @@ def test_dashboard(admin_client):
     assert (mail.queued, mail.sleeping, mail.ready) == (1, 1, 1)
     assert 590 <= mail.oldest_wait <= 700
     html = response.content.decode()
-    assert "<svg" in html and "2 finished" in html
+    assert "<svg" in html and "2 succeeded, 1 failed" in html  # the chart's 3-hour window
     assert "10 min" in html
     # The links lead to the matching executions.
     recent_failure = TaskExec.objects.get(state=States.FAILED, finished__gte=now - datetime.timedelta(hours=24))
@@ -376,6 +395,45 @@ def test_dashboard(admin_client):
 
 def test_dashboard_no_worker_warning(admin_client):
     assert "No worker is online" in admin_client.get(DASHBOARD).content.decode()
+
+
+def test_dashboard_counts_calls_that_finally_failed_and_retries_apart(admin_client):
+    # A call that failed twice, then succeeded; a call that failed twice and has no retry left.
+    recovered = finished(States.SUCCEEDED)
+    for _ in range(2):
+        recovered = finished(States.FAILED, replaced_by=recovered)
+    lost = finished(States.FAILED)
+    finished(States.FAILED, replaced_by=lost)
+    response = admin_client.get(DASHBOARD)
+    ctx = response.context
+    assert (ctx["failures_24h"], ctx["retried_24h"]) == (1, 3)
+    assert rows(admin_client.get(ctx["failures_url"])) == [lost.pk]
+    assert len(rows(admin_client.get(ctx["retried_url"]))) == 3
+    assert ctx["succeeded_in_window"] == 1 and ctx["failed_in_window"] == 4
+
+
+def test_outcomes_per_interval():
+    now = timezone.now().replace(minute=17, second=30, microsecond=0)
+    make(state=States.SUCCEEDED, finished=now - datetime.timedelta(minutes=1))  # xx:16:30, interval xx:15
+    make(state=States.FAILED, finished=now - datetime.timedelta(minutes=2))  # xx:15:30, interval xx:15
+    make(state=States.SUCCEEDED, finished=now - datetime.timedelta(minutes=3))  # xx:14:30, interval xx:10
+    make(state=States.CANCELLED, finished=now - datetime.timedelta(minutes=3))  # neither succeeded nor failed
+    make(state=States.SUCCEEDED, finished=now - datetime.timedelta(hours=2))  # outside the window
+    intervals = monitoring.outcomes_per_interval(1, 5, now)
+    assert len(intervals) == 12
+    assert intervals[-1].start == now.replace(minute=15, second=0)
+    assert intervals[0].start == now.replace(minute=20, second=0) - datetime.timedelta(hours=1)
+    assert [(i.succeeded, i.failed) for i in intervals[-2:]] == [(1, 0), (1, 1)]
+    assert sum(i.succeeded + i.failed for i in intervals[:-2]) == 0
+
+
+@pytest.mark.parametrize("top", [0, 1, 3, 4, 5, 9, 10, 11, 41, 99, 101, 999, 12345])
+def test_chart_scale_covers_the_highest_bar_in_a_few_round_steps(top):
+    from django_toosimple_q.admin.dashboard import nice_scale
+
+    step, maximum = nice_scale(top)
+    assert maximum >= max(top, 1) and maximum // step <= 4 and maximum % step == 0
+    assert str(step).strip("0") in ("1", "2", "5")
 
 
 def test_finished_per_minute_buckets():
@@ -442,3 +500,16 @@ def test_detail_page_without_action_permissions_has_no_buttons(login):
     client = login("view_taskexec")
     page = client.get(detail(make(state=States.QUEUED).pk)).content.decode()
     assert "toosimpleq-requeue" not in page and "toosimpleq-cancel" not in page
+
+
+def test_workers_pick_up_column(admin_client):
+    notified = worker("notified", receives_notifications=True)
+    worker("polling")
+    worker("gone", stopped=timezone.now(), exit_code=0, receives_notifications=True)
+    html = admin_client.get(WORKERS).content.decode()
+    assert "pick-up" in html.lower()
+    rows = {name: row for row in html.split("<tr")[1:] for name in ("notified", "polling", "gone") if f">{name}<" in row}
+    assert ">notifications<" in rows["notified"] and ">polling<" in rows["polling"]
+    assert ">notifications<" not in rows["gone"] and ">polling<" not in rows["gone"]
+    page = admin_client.get(reverse("admin:toosimpleq_workerstatus_change", args=[notified.pk])).content.decode()
+    assert ">notifications<" in page

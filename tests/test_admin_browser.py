@@ -3,7 +3,8 @@
 Needs the ``playwright`` package and Debian's ``chromium`` (/usr/bin/chromium, or the path in
 TOOSIMPLEQ_CHROMIUM). Without them these tests are skipped with the reason, unless
 TOOSIMPLEQ_REQUIRE_BROWSER=1, which makes that a failure. Screenshots of every page visited are
-written to test-artifacts/admin/ so that a person can look at them.
+written to build/screenshots/ so that a person can look at them; every page is also
+looked at in 1366x768 and 1920x1080, light and dark.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from .conftest import ROOT
 
 CHROMIUM = os.environ.get("TOOSIMPLEQ_CHROMIUM", "/usr/bin/chromium")
 REQUIRED = os.environ.get("TOOSIMPLEQ_REQUIRE_BROWSER") == "1"
-ARTIFACTS = ROOT / "test-artifacts" / "admin"
+# Git-ignored, kept by CI: a person can look at every page the tests visited.
+ARTIFACTS = ROOT / "build" / "screenshots"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -83,8 +85,9 @@ def page(browser, live_server, django_user_model):
 
 
 def shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    path = ARTIFACTS / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path), full_page=True)
 
 
 def log_in(page) -> None:
@@ -189,7 +192,10 @@ def test_admin_flow(page):
     shot(page, "07-app-index")
     page.click("text=Queue dashboard")
     page.wait_for_selector("svg.toosimpleq-chart")
-    assert page.locator("svg.toosimpleq-chart rect").count() >= 12
+    # 12 successes 3 minutes apart, in 5-minute bars; the failure on top of one of them.
+    assert page.locator("svg.toosimpleq-chart > rect.succeeded").count() >= 7
+    assert page.locator("svg.toosimpleq-chart > rect.failed").count() == 1
+    assert "12 succeeded, 1 failed" in page.inner_text("#toosimpleq-throughput h2")
     assert "worker-1" in page.inner_text("#toosimpleq-health")
     shot(page, "08-dashboard")
 
@@ -276,3 +282,70 @@ def test_schedules_page_run_now(page, schedules):
     assert f"#{latest.pk}" in page.inner_text(".field-last_task_display")
     assert TaskExec.objects.count() == 5
     shot(page, "15-schedule-detail-run-now")
+
+
+SIZES = {"1366x768": {"width": 1366, "height": 768}, "1920x1080": {"width": 1920, "height": 1080}}
+
+# Elements sticking out to the right of the window, or tables wider than the box that holds them
+# (the admin scrolls those sideways, hiding the last columns).
+OVERFLOW = """() => {
+  const width = document.documentElement.clientWidth;
+  const found = [];
+  if (document.documentElement.scrollWidth > width) found.push(`page ${document.documentElement.scrollWidth}px > ${width}px`);
+  for (const table of document.querySelectorAll('#content table')) {
+    const box = table.parentElement;
+    if (table.getBoundingClientRect().right > width + 1) found.push(`${table.id || table.className} ends at ${table.getBoundingClientRect().right}px`);
+    if (box.scrollWidth > box.clientWidth + 1) found.push(`${table.id || table.className} scrolls: ${box.scrollWidth}px in ${box.clientWidth}px`);
+  }
+  return found;
+}"""
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+@pytest.mark.parametrize("size", list(SIZES))
+@pytest.mark.django_db(transaction=True)
+def test_every_admin_page_fits_the_screen(browser, live_server, django_user_model, schedules, size, scheme):
+    rows = seed()
+    worker = WorkerStatus.objects.get()
+    retried = TaskExec.objects.create(
+        task_name="record_with_retries", args=["a-rather-long-key-" * 3], state=States.FAILED, retries=2,
+        retry_delay=5, started=timezone.now(), finished=timezone.now(), worker=worker, error="Boom",
+    )
+    retried.replaced_by = TaskExec.objects.create(
+        task_name="record_with_retries", args=retried.args, state=States.SLEEPING, retries=1, retry_delay=10,
+        attempt=2, due=timezone.now() + datetime.timedelta(seconds=10),
+    )
+    retried.save()
+    ScheduleExec.objects.create(name="every_quarter", last_due=timezone.now(), last_task=rows["ok0"])
+    django_user_model.objects.create_superuser("admin", "admin@example.com", "secret-pw")
+    context = browser.new_context(viewport=SIZES[size], locale="en-US", color_scheme=scheme)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    page.base = live_server.url  # type: ignore[attr-defined]
+    pages = {
+        "index": "/admin/",
+        "app-index": "/admin/toosimpleq/",
+        "executions": "/admin/toosimpleq/taskexec/",
+        "execution-succeeded": f"/admin/toosimpleq/taskexec/{rows['ok0'].pk}/change/",
+        "execution-failed-retried": f"/admin/toosimpleq/taskexec/{retried.pk}/change/",
+        "execution-sleeping-retry": f"/admin/toosimpleq/taskexec/{retried.replaced_by.pk}/change/",
+        "dashboard": "/admin/toosimpleq/taskexec/dashboard/",
+        "workers": "/admin/toosimpleq/workerstatus/",
+        "worker": f"/admin/toosimpleq/workerstatus/{worker.pk}/change/",
+        "schedules": "/admin/toosimpleq/scheduleexec/",
+        "schedule": "/admin/toosimpleq/scheduleexec/every_quarter/change/",
+    }
+    try:
+        log_in(page)
+        problems = {}
+        for name, url in pages.items():
+            response = page.goto(f"{page.base}{url}")
+            assert response.status == 200, f"{url}: {response.status}"
+            page.wait_for_selector("#content")
+            shot(page, f"{size}-{scheme}/{name}")
+            overflow = page.evaluate(OVERFLOW)
+            if overflow:
+                problems[name] = overflow
+        assert not problems, f"pages wider than {size}: {problems}"
+    finally:
+        context.close()

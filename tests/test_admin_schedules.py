@@ -59,6 +59,7 @@ def line(html: str, name: str) -> str:
 
 
 def cell(html: str, name: str, field: str) -> str:
+    # A cell, or the part of one from a marked element on (the last due time starts the "last run" cell).
     match = re.search(r'class="field-%s">(.*?)</t[dh]>' % field, line(html, name), re.S)
     assert match, f"no {field} cell for {name!r}"
     return match.group(1).strip()
@@ -101,7 +102,7 @@ def test_lists_code_and_database_schedules(admin_client, task):
     assert cell(html, "never_ran", "queue") == "timers"
     # Its next due time is the next occurrence after now, as a worker starting now would plan it.
     assert 'title="2026-01-06 08:30:00"' in cell(html, "never_ran", "next_due")
-    assert cell(html, "never_ran", "last_due") == "-" and cell(html, "never_ran", "last_task") == "-"
+    assert cell(html, "never_ran", "last_task") == "-"
 
     # A schedule with a row: its last due time, the next one, and a link to its last execution.
     assert "Active" in cell(html, "seen", "status")

@@ -100,3 +100,19 @@ def test_exit_code_of_the_real_command():
     done = run("--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["healthy"] is True
+
+
+@pytest.mark.django_db
+def test_each_worker_says_whether_it_receives_notifications_or_polls():
+    notified = online_worker(receives_notifications=True)
+    polling = online_worker()
+    code, text = status()
+    assert code == 0, text
+    rows = {line.split()[0]: line for line in text.splitlines()[1:] if line.strip()[:1].isdigit()}
+    assert "pick-up" in text
+    assert " notifications " in rows[str(notified.pk)] and " polling " in rows[str(polling.pk)]
+    data = json.loads(status("--json")[1])
+    assert {w["id"]: w["receives_notifications"] for w in data["workers_online"]} == {
+        notified.pk: True,
+        polling.pk: False,
+    }

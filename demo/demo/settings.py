@@ -1,6 +1,9 @@
-"""A small project showing every feature of django-toosimple-q, on SQLite."""
+"""A small project showing the features of django-toosimple-q, on SQLite."""
 
+import os
 from pathlib import Path
+
+import django
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 SECRET_KEY = "demo-only-not-secret"
@@ -41,7 +44,8 @@ TEMPLATES = [
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": BASE_DIR / "db.sqlite3",
+        # TOOSIMPLEQ_DEMO_DB: another file (the tests run the demo on a database of their own).
+        "NAME": os.environ.get("TOOSIMPLEQ_DEMO_DB") or BASE_DIR / "db.sqlite3",
         # The web server and the worker share this file: let writers wait for each other.
         "OPTIONS": {"timeout": 20},
     }
@@ -52,3 +56,7 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 STATIC_URL = "static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+if django.VERSION >= (6, 0):
+    # Django's tasks framework stores its tasks in our queue (demoapp/django_tasks.py).
+    TASKS = {"default": {"BACKEND": "django_toosimple_q.backends.QueueBackend", "OPTIONS": {"retries": 1}}}

@@ -25,8 +25,11 @@ from . import display
 
 HOURS_CHOICES = (1, 3, 6, 12, 24)
 DEFAULT_HOURS = 3
-CHART_WIDTH, CHART_HEIGHT, MARGIN_LEFT, MARGIN_BOTTOM = 1200, 220, 48, 24
-
+#: Minutes per bar of the chart, and minutes between two time labels, for each window.
+INTERVAL_MINUTES = {1: 1, 3: 5, 6: 10, 12: 15, 24: 30}
+LABEL_MINUTES = {1: 10, 3: 30, 6: 60, 12: 120, 24: 180}
+CHART_WIDTH, CHART_HEIGHT = 1000, 240
+MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 48, 8, 30, 26
 
 def dashboard_view(model_admin, request):
     if not model_admin.has_view_permission(request):
@@ -51,9 +54,9 @@ def dashboard_view(model_admin, request):
         for value, label in TaskExec.States.choices
     ]
     since = now - datetime.timedelta(hours=24)
-    failures_url = (
-        f"{changelist}?{urlencode({'state__exact': TaskExec.States.FAILED, 'finished__gte': since.isoformat()})}"
-    )
+    failed_since = {"state__exact": TaskExec.States.FAILED, "finished__gte": since.isoformat()}
+    failures_url = f"{changelist}?{urlencode({**failed_since, 'replaced_by__isnull': 'True'})}"
+    retried_url = f"{changelist}?{urlencode({**failed_since, 'replaced_by__isnull': 'False'})}"
     queues = [
         {
             "stats": q,
@@ -68,7 +71,7 @@ def dashboard_view(model_admin, request):
         {"worker": w, "url": reverse(f"{model_admin.admin_site.name}:toosimpleq_workerstatus_change", args=[w.pk])}
         for w in monitoring.online_workers(now)
     ]
-    series = monitoring.finished_per_minute(hours * 60, now)
+    intervals = monitoring.outcomes_per_interval(hours, INTERVAL_MINUTES[hours], now)
     context = {
         **model_admin.admin_site.each_context(request),
         "opts": model_admin.opts,
@@ -81,71 +84,107 @@ def dashboard_view(model_admin, request):
         "queues": queues,
         "failures_24h": monitoring.failures_since(since),
         "failures_url": failures_url,
+        "retried_24h": monitoring.retried_failures_since(since),
+        "retried_url": retried_url,
         "workers": workers,
         "workers_url": workers_url,
         "changelist_url": changelist,
         "hours": hours,
         "hours_choices": HOURS_CHOICES,
-        "chart": throughput_chart(series),
-        "finished_in_window": sum(n for _, n in series),
+        "chart": outcomes_chart(intervals, INTERVAL_MINUTES[hours], LABEL_MINUTES[hours]),
+        "interval_minutes": INTERVAL_MINUTES[hours],
+        "succeeded_in_window": sum(i.succeeded for i in intervals),
+        "failed_in_window": sum(i.failed for i in intervals),
         "worker_state": display.state_badge(WorkerStatus.States.ONLINE, WorkerStatus.States.ONLINE.label),
     }
     request.current_app = model_admin.admin_site.name
     return TemplateResponse(request, "admin/toosimpleq/dashboard.html", context)
 
 
-def throughput_chart(series: list[tuple[datetime.datetime, int]]) -> SafeString:
-    """Executions finished per minute as an SVG bar chart (one bar per minute, hour ticks)."""
-    top = max((n for _, n in series), default=0) or 1
-    plot_w = CHART_WIDTH - MARGIN_LEFT
-    plot_h = CHART_HEIGHT - MARGIN_BOTTOM
-    step = plot_w / max(len(series), 1)
-    bars = []
-    for i, (minute, n) in enumerate(series):
-        if not n:
-            continue
-        h = plot_h * n / top
-        label = ngettext("%(time)s: %(count)d finished", "%(time)s: %(count)d finished", n) % {
-            "time": formats.time_format(timezone.localtime(minute), "H:i"),
-            "count": n,
+def nice_scale(top: int) -> tuple[int, int]:
+    """``(step, maximum)`` of a y axis showing ``top``: steps of 1, 2 or 5 x 10^n, at most 4 of them."""
+    step = 1
+    while step * 4 < top:
+        for factor in (2, 5 / 2, 2):  # 1 -> 2 -> 5 -> 10 -> 20 ...
+            step = int(step * factor)
+            if step * 4 >= top:
+                break
+    return step, step * max(1, -(-top // step))
+
+
+def outcomes_chart(intervals: list[monitoring.Interval], interval_minutes: int, label_minutes: int) -> SafeString:
+    """Succeeded and failed executions per interval, as stacked bars in an SVG chart with a y axis
+    (counts, gridlines), time labels and a legend. Colours come from CSS classes (light and dark)."""
+    step, top = nice_scale(max((i.succeeded + i.failed for i in intervals), default=0))
+    plot_w = CHART_WIDTH - MARGIN_LEFT - MARGIN_RIGHT
+    plot_h = CHART_HEIGHT - MARGIN_TOP - MARGIN_BOTTOM
+    bottom = MARGIN_TOP + plot_h
+    slot = plot_w / max(len(intervals), 1)
+    width = max(slot * 0.8, 1)
+
+    def y(count: float) -> float:
+        return bottom - plot_h * count / top
+
+    grid = [(f"{y(v):.1f}", MARGIN_LEFT, CHART_WIDTH - MARGIN_RIGHT, MARGIN_LEFT - 6, f"{y(v) + 4:.1f}", v)
+            for v in range(0, top + 1, step)]
+    bars, labels = [], []
+    for index, interval in enumerate(intervals):
+        local = timezone.localtime(interval.start)
+        x = MARGIN_LEFT + index * slot + (slot - width) / 2
+        end = timezone.localtime(interval.start + datetime.timedelta(minutes=interval_minutes))
+        title = _("%(start)s-%(end)s: %(succeeded)d succeeded, %(failed)d failed") % {
+            "start": formats.time_format(local, "H:i"),
+            "end": formats.time_format(end, "H:i"),
+            "succeeded": interval.succeeded,
+            "failed": interval.failed,
         }
-        bars.append(
-            (f"{MARGIN_LEFT + i * step:.2f}", f"{plot_h - h:.2f}", f"{max(step * 0.85, 0.5):.2f}", f"{h:.2f}", label)
-        )
-    # A tick every hour, or every 15 minutes for a one-hour window.
-    tick_every = 15 if len(series) <= 60 else 60 if len(series) <= 6 * 60 else 180
-    ticks = []
-    for i, (minute, _n) in enumerate(series):
-        local = timezone.localtime(minute)
-        if (local.hour * 60 + local.minute) % tick_every == 0:
-            ticks.append((f"{MARGIN_LEFT + i * step:.2f}", f"{plot_h + 16}", formats.time_format(local, "H:i")))
+        if interval.succeeded:
+            bars.append(("succeeded", f"{x:.1f}", f"{y(interval.succeeded):.1f}", f"{width:.1f}",
+                         f"{bottom - y(interval.succeeded):.1f}", title))
+        if interval.failed:
+            total = interval.succeeded + interval.failed
+            bars.append(("failed", f"{x:.1f}", f"{y(total):.1f}", f"{width:.1f}",
+                         f"{y(interval.succeeded) - y(total):.1f}", title))
+        if (local.hour * 60 + local.minute) % label_minutes == 0:
+            labels.append((f"{MARGIN_LEFT + index * slot:.1f}", bottom, bottom + 4, bottom + 18,
+                           formats.time_format(local, "H:i")))
     return format_html(
-        '<svg class="toosimpleq-chart" role="img" aria-label="{}" viewBox="0 0 {} {}" '
-        'width="100%" style="height:auto;font:11px sans-serif">'
-        '<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#999"/>'
-        '<text x="{}" y="12" text-anchor="end" fill="#666">{}</text>'
-        '<text x="{}" y="{}" text-anchor="end" fill="#666">0</text>'
-        "{}{}</svg>",  # grid first, bars on top
-        _("Executions finished per minute"),
+        '<svg class="toosimpleq-chart" role="img" aria-label="{}" viewBox="0 0 {} {}" width="100%" '
+        'style="height:auto;max-height:{}px">'
+        '<g class="legend"><rect class="succeeded" x="{}" y="6" width="12" height="12"/>'
+        '<text x="{}" y="16">{}</text>'
+        '<rect class="failed" x="{}" y="6" width="12" height="12"/><text x="{}" y="16">{}</text></g>'
+        "{}{}{}"
+        '<line class="axis" x1="{}" y1="{}" x2="{}" y2="{}"/></svg>',
+        _("Succeeded and failed executions per %(minutes)d minutes") % {"minutes": interval_minutes},
         CHART_WIDTH,
         CHART_HEIGHT,
+        CHART_HEIGHT * 1.4,
         MARGIN_LEFT,
-        plot_h,
-        CHART_WIDTH,
-        plot_h,
-        MARGIN_LEFT - 6,
-        top,
-        MARGIN_LEFT - 6,
-        plot_h,
+        MARGIN_LEFT + 16,
+        _("succeeded"),
+        MARGIN_LEFT + 110,
+        MARGIN_LEFT + 126,
+        _("failed"),
         format_html_join(
             "",
-            '<line x1="{0}" y1="{1}" x2="{0}" y2="{3}" stroke="#ccc"/>'
-            '<text x="{0}" y="{2}" text-anchor="middle" fill="#666">{4}</text>',
-            ((x, 0, y, plot_h, text) for x, y, text in ticks),
+            '<line class="grid" x1="{1}" y1="{0}" x2="{2}" y2="{0}"/>'
+            '<text class="count" x="{3}" y="{4}" text-anchor="end">{5}</text>',
+            grid,
         ),
         format_html_join(
             "",
-            '<rect x="{}" y="{}" width="{}" height="{}" fill="#417690"><title>{}</title></rect>',
+            '<rect class="{}" x="{}" y="{}" width="{}" height="{}"><title>{}</title></rect>',
             bars,
         ),
+        format_html_join(
+            "",
+            '<line class="axis" x1="{0}" y1="{1}" x2="{0}" y2="{2}"/>'
+            '<text x="{0}" y="{3}" text-anchor="middle">{4}</text>',
+            labels,
+        ),
+        MARGIN_LEFT,
+        bottom,
+        CHART_WIDTH - MARGIN_RIGHT,
+        bottom,
     )

@@ -50,17 +50,22 @@ def state_badge(state: str, label: Any) -> SafeString:
 
 
 def moment(value: datetime.datetime | None) -> SafeString | str:
-    """A compact local time for list columns (the date too unless it is today); the full form on hover."""
+    """A compact local time for list columns: "today 14:03:12", else the date and the minute
+    ("2026-11-30 23:10"); the full form on hover."""
     if value is None:
         return EMPTY
     # With USE_TZ=False the database gives naive local times, and timezone.now() is naive too.
     local = timezone.localtime(value) if timezone.is_aware(value) else value
     now = timezone.now()
     today = (timezone.localtime(now) if timezone.is_aware(now) else now).date()
+    if local.date() == today:
+        shown = _("today %(time)s") % {"time": formats.date_format(local, "H:i:s")}
+    else:
+        shown = formats.date_format(local, "Y-m-d H:i")
     return format_html(
         '<span style="white-space:nowrap" title="{}">{}</span>',
         formats.date_format(local, "Y-m-d H:i:s"),
-        formats.date_format(local, "H:i:s" if local.date() == today else "Y-m-d H:i"),
+        shown,
     )
 
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db import router, transaction
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from ..engine import get_engine
 from ..models import TaskExec, WorkerStatus
-from ..registry import insert_execution, tasks_registry
+from ..registry import tasks_registry
 from ..serialization import Undecodable
 from . import display
 from .dashboard import dashboard_view
@@ -25,22 +26,19 @@ States = TaskExec.States
 
 @admin.register(TaskExec)
 class TaskExecAdmin(admin.ModelAdmin):
+    # Few, compact columns, so that the list fits a 1366 px screen with the admin's navigation and
+    # filter sidebars open: secondary facts share a cell (queue and priority under the task name,
+    # the duration under the time, both retry links in one), in full on the detail page.
     list_display = (
         "id",
-        "task_name",
+        "task_display",
         "call_preview",
         "state_display",
-        "queue",
-        "priority",
-        "due_display",
-        "started_display",
-        "finished_display",
-        "duration_display",
+        "when_display",
         "worker_link",
-        "replaces_link",
-        "replaced_by_link",
+        "chain_display",
     )
-    list_display_links = ("id", "task_name")
+    list_display_links = ("id", "task_display")
     list_filter = ("state", TaskNameFilter, QueueFilter, WorkerFilter)
     search_fields = ("task_name",)
     search_help_text = _("A task name (or part of it), or an execution id such as 42 or #42.")
@@ -61,7 +59,7 @@ class TaskExecAdmin(admin.ModelAdmin):
         (_("Times"), {"fields": ("created", "due", "started", "finished", "duration_display")}),
         (_("Call"), {"fields": ("args_display", "kwargs_display")}),
         (_("Outcome"), {"fields": ("result_display", "error_display", "output_display")}),
-        (_("Retries"), {"fields": ("retries", "retry_delay", "replaces_links", "replaced_by_link")}),
+        (_("Retries"), {"fields": ("attempt", "retries", "retry_delay_display", "replaces_links", "replaced_by_link")}),
     )
     readonly_fields = (
         "id",
@@ -80,8 +78,9 @@ class TaskExecAdmin(admin.ModelAdmin):
         "result_display",
         "error_display",
         "output_display",
+        "attempt",
         "retries",
-        "retry_delay",
+        "retry_delay_display",
         "replaces_links",
         "replaced_by_link",
     )
@@ -124,6 +123,49 @@ class TaskExecAdmin(admin.ModelAdmin):
 
     # -- list columns ---------------------------------------------------------------------------
 
+    @admin.display(description=_("task"))
+    def task_display(self, obj):
+        # Dotted names may break after a dot rather than overflow the column.
+        name = format_html_join(mark_safe("<wbr>."), "{}", ((part,) for part in obj.task_name.split(".")))
+        return format_html(
+            '{}<br><span class="toosimpleq-muted">{}</span>',
+            name,
+            _("queue %(queue)s, priority %(priority)s") % {"queue": obj.queue, "priority": obj.priority},
+        )
+
+    @admin.display(description=_("when"))
+    def when_display(self, obj):
+        """The moment that matters for the state: finished (and how long it ran), started, or due."""
+        if obj.finished is not None:
+            label, value = _("finished"), obj.finished
+        elif obj.started is not None:
+            label, value = _("started"), obj.started
+        else:
+            label, value = _("due"), obj.due
+        duration = display.duration_text(obj.duration) if obj.duration is not None else ""
+        return format_html(
+            '<span class="toosimpleq-muted">{}</span> {}{}{}',
+            label,
+            display.moment(value),
+            mark_safe("<br>") if duration else "",
+            format_html('<span class="toosimpleq-muted">{}</span>', _("ran %(duration)s") % {"duration": duration})
+            if duration
+            else "",
+        )
+
+    @admin.display(description=_("retries"))
+    def chain_display(self, obj):
+        parts = []
+        if getattr(obj, "replaces_id", None) is not None:
+            parts.append(format_html("{} {}", _("retry of"), display.change_link(TaskExec, obj.replaces_id, f"#{obj.replaces_id}")))
+        if obj.replaced_by_id is not None:
+            parts.append(
+                format_html("{} {}", _("replaced by"), display.change_link(TaskExec, obj.replaced_by_id, f"#{obj.replaced_by_id}"))
+            )
+        if not parts:
+            return display.EMPTY
+        return format_html_join(mark_safe("<br>"), "{}", ((p,) for p in parts))
+
     @admin.display(description=_("call"))
     def call_preview(self, obj):
         args = display.stored_preview(getattr(obj, "args_preview", None), PREVIEW)
@@ -131,23 +173,15 @@ class TaskExecAdmin(admin.ModelAdmin):
         shown = " ".join(part for part in (args, kwargs) if part not in ("", "[]", "{}"))
         if not shown:
             return display.EMPTY
-        return format_html("<code>{}</code>", shown)
+        # At most a few lines of a narrow column; the detail page shows the call in full.
+        return format_html('<code class="toosimpleq-call" title="{}">{}</code>', shown, shown)
 
     @admin.display(description=_("state"), ordering="state")
     def state_display(self, obj):
         return display.state_badge(obj.state, obj.get_state_display())
 
-    @admin.display(description=_("due"))
-    def due_display(self, obj):
-        return display.moment(obj.due)
 
-    @admin.display(description=_("started"))
-    def started_display(self, obj):
-        return display.moment(obj.started)
 
-    @admin.display(description=_("finished"))
-    def finished_display(self, obj):
-        return display.moment(obj.finished)
 
     @admin.display(description=_("duration"))
     def duration_display(self, obj):
@@ -165,12 +199,6 @@ class TaskExecAdmin(admin.ModelAdmin):
             display.change_link(WorkerStatus, worker.pk, worker.label),
         )
 
-    @admin.display(description=_("retry of"))
-    def replaces_link(self, obj):
-        replaces_id = getattr(obj, "replaces_id", None)
-        if replaces_id is None:
-            return display.EMPTY
-        return display.change_link(TaskExec, replaces_id, f"#{replaces_id}")
 
     @admin.display(description=_("replaced by"))
     def replaced_by_link(self, obj):
@@ -194,6 +222,13 @@ class TaskExecAdmin(admin.ModelAdmin):
             return display.EMPTY
         return display.pretty_value(obj.result)
 
+    @admin.display(description=_("retry delay"))
+    def retry_delay_display(self, obj):
+        """Only meaningful while a retry may still come: not once the call is over."""
+        if obj.retries and obj.state in (*States.waiting(), States.PROCESSING):
+            return _("%(seconds)s s, doubled after each failure") % {"seconds": f"{obj.retry_delay:g}"}
+        return display.EMPTY
+
     @admin.display(description=_("error"))
     def error_display(self, obj):
         return display.pre(obj.error)
@@ -213,23 +248,22 @@ class TaskExecAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Requeue: run the same call again"), permissions=["requeue"])
     def action_requeue(self, request, queryset):
-        db = router.db_for_write(TaskExec)
+        engine = get_engine()
         now = timezone.now()
         created, unreadable = [], []
         for execution in queryset.defer("result", "error", "output").order_by("id"):
             if isinstance(execution.args, Undecodable) or isinstance(execution.kwargs, Undecodable):
                 unreadable.append(execution.pk)  # e.g. a 1.x pickle the upgrade could not convert
                 continue
+            # The task's current options when this process knows it, else the row's own.
             task = tasks_registry.get(execution.task_name)
-            retries = task.retries if task is not None else execution.retries
-            retry_delay = task.retry_delay if task is not None else execution.retry_delay
-            with transaction.atomic(using=db):
-                new = insert_execution(execution.make_replacement(now, retries, retry_delay), db)
-                if new.pk != execution.pk:
-                    # Link a finished execution to its rerun, unless a retry already replaced it.
-                    TaskExec.objects.using(db).filter(
-                        pk=execution.pk, state__in=States.finished(), replaced_by__isnull=True
-                    ).update(replaced_by=new)
+            new = engine.requeue(
+                execution,
+                now,
+                retries=task.retries if task is not None else execution.retries,
+                retry_delay=task.retry_delay if task is not None else execution.retry_delay,
+                unique=task.unique if task is not None else execution.is_unique,
+            )
             self.log_change(request, execution, _("Requeued as #%(id)s.") % {"id": new.pk})
             created.append(new.pk)
         if created:
@@ -253,21 +287,10 @@ class TaskExecAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Cancel: never run these waiting executions"), permissions=["cancel"])
     def action_cancel(self, request, queryset):
-        db = router.db_for_write(TaskExec)
-        cancelled, skipped = [], 0
-        for pk in queryset.order_by("id").values_list("pk", flat=True):
-            # One conditional UPDATE per row: it cannot cancel a row a worker has just claimed,
-            # and tells exactly which rows were cancelled.
-            done = (
-                TaskExec.objects.using(db)
-                .filter(pk=pk, state__in=States.waiting())
-                .update(state=States.CANCELLED, finished=timezone.now(), unique_key=None)
-            )
-            if done:
-                cancelled.append(pk)
-            else:
-                skipped += 1
-        for execution in TaskExec.objects.using(db).filter(pk__in=cancelled).only("id", "task_name", "state"):
+        ids = list(queryset.order_by("id").values_list("pk", flat=True))
+        cancelled = get_engine().cancel(ids, timezone.now())
+        skipped = len(ids) - len(cancelled)
+        for execution in TaskExec.objects.filter(pk__in=cancelled).only("id", "task_name", "state"):
             self.log_change(request, execution, _("Cancelled."))
         if cancelled:
             self.message_user(

@@ -56,17 +56,16 @@ class WorkerChangeList(ChangeList):
 
 @admin.register(WorkerStatus)
 class WorkerStatusAdmin(admin.ModelAdmin):
+    # Compact, to fit a 1366 px screen with both sidebars: host and pid under the label, the exit
+    # code with the state, and one "last heartbeat" or "stopped" time.
     list_display = (
         "label_display",
         "state_display",
-        "host",
-        "pid",
         "queues_display",
+        "pickup_display",
         "current_executions",
         "started_display",
         "last_seen_display",
-        "stopped_display",
-        "exit_code",
     )
     list_display_links = ("label_display",)
     list_filter = (OnlineFilter, "host")
@@ -80,6 +79,7 @@ class WorkerStatusAdmin(admin.ModelAdmin):
         "queues_display",
         "excluded_queues_display",
         "tasks_display",
+        "pickup_display",
         "timeout",
         "current_executions",
         "started",
@@ -103,25 +103,32 @@ class WorkerStatusAdmin(admin.ModelAdmin):
     def get_changelist(self, request, **kwargs):
         return WorkerChangeList
 
-    @admin.display(description=_("label"), ordering="label")
+    @admin.display(description=_("worker"), ordering="label")
     def label_display(self, obj):
-        return format_html('<span style="white-space:nowrap">{}</span>', obj.label)
+        return format_html(
+            '<span style="white-space:nowrap">{}</span><br><span class="toosimpleq-muted">{}</span>',
+            obj.label,
+            f"{obj.host}:{obj.pid}" if obj.pid is not None else obj.host,
+        )
 
     @admin.display(description=_("started"), ordering="started")
     def started_display(self, obj):
         return display.moment(obj.started)
 
-    @admin.display(description=_("last heartbeat"), ordering="last_seen")
+    @admin.display(description=_("last seen"), ordering="last_seen")
     def last_seen_display(self, obj):
+        if obj.stopped is not None:
+            return format_html('<span class="toosimpleq-muted">{}</span> {}', _("stopped"), display.moment(obj.stopped))
         return display.moment(obj.last_seen)
-
-    @admin.display(description=_("stopped"), ordering="stopped")
-    def stopped_display(self, obj):
-        return display.moment(obj.stopped)
 
     @admin.display(description=_("state"))
     def state_display(self, obj):
-        return display.state_badge(obj.state, WorkerStatus.States(obj.state).label)
+        badge = display.state_badge(obj.state, WorkerStatus.States(obj.state).label)
+        if obj.exit_code is None:
+            return badge
+        return format_html(
+            '{}<br><span class="toosimpleq-muted">{}</span>', badge, _("exit code %(code)s") % {"code": obj.exit_code}
+        )
 
     @admin.display(description=_("queues"))
     def queues_display(self, obj):
@@ -130,6 +137,15 @@ class WorkerStatusAdmin(admin.ModelAdmin):
         if obj.excluded_queues:
             return _("all but %(queues)s") % {"queues": ", ".join(obj.excluded_queues)}
         return _("all")
+
+    @admin.display(description=_("pick-up"), ordering="receives_notifications")
+    def pickup_display(self, obj):
+        """Notified of new work at once, or polling every tick (no notification proven to arrive)."""
+        if obj.stopped is not None:
+            return display.EMPTY
+        if obj.receives_notifications:
+            return format_html('<span title="{}">{}</span>', _("new work starts at once"), _("notifications"))
+        return format_html('<span title="{}">{}</span>', _("looks for new work every tick"), _("polling"))
 
     @admin.display(description=_("excluded queues"))
     def excluded_queues_display(self, obj):
@@ -143,7 +159,7 @@ class WorkerStatusAdmin(admin.ModelAdmin):
     def exit_log_display(self, obj):
         return display.pre(obj.exit_log)
 
-    @admin.display(description=_("current executions"))
+    @admin.display(description=_("running now"))
     def current_executions(self, obj):
         running = getattr(obj, "running", None)
         if running is None:  # the detail page: not fetched with the list

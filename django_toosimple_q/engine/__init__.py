@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from django.db import connections
 
+from ..conf import queue_database
 from .base import Engine, Selection
 
 
-def get_engine(db: str) -> Engine:
+def get_engine(db: str | None = None) -> Engine:
+    """The engine of database ``db``; by default, of the database holding the queue."""
+    if db is None:
+        db = queue_database()
     vendor = connections[db].vendor
     if vendor == "postgresql":
         from .postgresql import PostgreSQLEngine

@@ -5,8 +5,10 @@ Vendor subclasses override only what their database does differently.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
+import signal
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, TypeVar
@@ -14,8 +16,11 @@ from typing import Any, Callable, Iterable, TypeVar
 from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connections, transaction
 from django.db.models import Q
 
-from ..models import TaskExec, WorkerStatus
-from .. import conf, serialization
+from django.utils import timezone
+
+from .. import conf
+from ..models import EncodedJSON, TaskExec, WorkerStatus
+from .outcome import Outcome
 from ..registry import insert_execution
 from .schedules import ScheduleStatements
 
@@ -102,27 +107,64 @@ class Engine(ScheduleStatements):
 
     # -- worker bookkeeping ------------------------------------------------------------------------
 
+    def register_worker(self, **fields: Any) -> WorkerStatus:
+        """Insert the row of a starting worker."""
+        now = timezone.now()
+        return WorkerStatus.objects.using(self.db).create(started=now, last_seen=now, **fields)
+
+    def record_exit(self, worker: WorkerStatus, exit_code: int, exit_signal: int | None, crash: str | None) -> None:
+        """Record how a worker ended (its state is derived from these)."""
+        now = timezone.now()
+        fields: dict[str, Any] = {"stopped": now, "last_seen": now, "exit_code": exit_code, "exit_signal": exit_signal}
+        if crash:
+            fields["exit_log"] = crash[-4000:]
+        elif exit_signal is not None:
+            fields["exit_log"] = f"Stopped by signal {signal.Signals(exit_signal).name}."
+        WorkerStatus.objects.using(self.db).filter(pk=worker.pk).update(**fields)
+
     def heartbeat(self, worker: WorkerStatus, now: datetime.datetime) -> None:
         worker.last_seen = now
         self.retrying(lambda: WorkerStatus.objects.using(self.db).filter(pk=worker.pk).update(last_seen=now))
 
-    def tick(self, worker: WorkerStatus, now: datetime.datetime) -> tuple[datetime.datetime | None, list[WorkerStatus]]:
+    def tick(
+        self, worker: WorkerStatus, now: datetime.datetime, ping: int | None = None
+    ) -> tuple[datetime.datetime | None, list[WorkerStatus]]:
         """The per-tick bookkeeping of an idle worker, in one transaction (one commit): heartbeat,
-        wake due sleeping executions; returns when the next sleeping one is due, and the live workers."""
+        wake due sleeping executions, and send ``ping`` to the worker's listener (see ``listener``);
+        returns when the next sleeping one is due, and the live workers."""
 
         def transact():
             with transaction.atomic(using=self.db):
                 WorkerStatus.objects.using(self.db).filter(pk=worker.pk).update(last_seen=now)
                 next_sleeping = self.wake_sleeping(now)
+                if ping is not None:
+                    self.send_ping(worker, ping)
                 return next_sleeping, self.live_workers()
 
         result = self.retrying(transact)
         worker.last_seen = now
         return result
 
-    def listener(self, queues_served: Callable[[str], bool], wake: Callable[[bool], None]):
-        """Something that calls ``wake(sleeping)`` as soon as a served queue gets work, or None (poll only)."""
+    def send_ping(self, worker: WorkerStatus, seq: int) -> None:
+        """Within the tick's transaction: tell the worker's listener that ping ``seq`` was sent."""
+
+    def listener(
+        self, worker: WorkerStatus, tick: float, queues_served: Callable[[str], bool], wake: Callable[[bool], None]
+    ):
+        """Something that calls ``wake(sleeping)`` as soon as a served queue gets work, or None (poll only).
+
+        It offers ``ping_due(now)``, ``ping_sent(seq, at)``, ``trusted(now)``, ``seconds_until_check(now)``,
+        ``start()`` and ``stop()`` (see ``postgresql.Listener``)."""
         return None
+
+    def record_notifications(self, worker: WorkerStatus, receiving: bool) -> None:
+        """Record whether the worker receives notifications (True) or polls; written only when it changes."""
+        worker.receives_notifications = receiving
+        self.retrying(
+            lambda: WorkerStatus.objects.using(self.db)
+            .filter(pk=worker.pk)
+            .update(receives_notifications=receiving)
+        )
 
     # -- waking, claiming --------------------------------------------------------------------------
 
@@ -187,25 +229,10 @@ class Engine(ScheduleStatements):
 
     # -- finishing ---------------------------------------------------------------------------------
 
-    def finish(self, execution: TaskExec, worker: WorkerStatus, **fields: Any) -> bool:
-        """Record an outcome in one UPDATE, only if this worker still owns the execution.
-
-        Returns False when the execution was taken away meanwhile (e.g. rescued as interrupted).
-        """
-        for name, value in fields.items():
-            setattr(execution, name, value)
-        return bool(
-            self.retrying(
-                lambda: self.objects()
-                .filter(pk=execution.pk, state=States.PROCESSING, worker_id=worker.pk)
-                .update(**fields)
-            )
-        )
-
     def record_and_claim(
         self,
         worker: WorkerStatus,
-        outcomes: list[tuple[TaskExec, dict[str, Any], TaskExec | None]],
+        outcomes: list[tuple[TaskExec, Outcome]],
         selection: Selection,
         limit: int,
         now: datetime.datetime,
@@ -213,10 +240,9 @@ class Engine(ScheduleStatements):
         """Record finished executions and claim new ones in ONE transaction: a commit (a disk flush
         on PostgreSQL and MariaDB) is the expensive part, so a batch of outcomes shares one.
 
-        ``outcomes`` are (execution, fields, replacement): a failed execution with a replacement is
-        linked to it (inserted, or merged into a waiting twin). Returns, for each outcome, whether it
-        was recorded (False: the execution was taken from this worker meanwhile), and the claimed
-        executions.
+        A failed execution that has retries left is linked to its retry (inserted, or merged into a
+        waiting twin). Returns, for each outcome, whether it was recorded (False: the execution was
+        taken from this worker meanwhile), and the claimed executions.
 
         If the database refuses the batch (a value it cannot hold), the transaction is run again with
         each outcome in a savepoint of its own: the others are recorded as they are, the refused one
@@ -226,11 +252,15 @@ class Engine(ScheduleStatements):
         def transact(careful: bool) -> tuple[list[bool], list[TaskExec]]:
             with transaction.atomic(using=self.db):
                 if careful:
-                    recorded = [self._record_carefully(worker, *outcome) for outcome in outcomes]
+                    recorded = [self._record_carefully(worker, execution, outcome) for execution, outcome in outcomes]
                 else:
-                    plain = [i for i, (_e, _f, replacement) in enumerate(outcomes) if replacement is None]
-                    done = self.finish_many(worker, [outcomes[i][:2] for i in plain]) if plain else set()
-                    recorded = [o[0].pk in done if o[2] is None else self._record(worker, *o) for o in outcomes]
+                    retries = [outcome.retry_of(execution) for execution, outcome in outcomes]
+                    plain = [pair for pair, retry in zip(outcomes, retries) if retry is None]
+                    done = self.finish_many(worker, plain) if plain else set()
+                    recorded = [
+                        execution.pk in done if retry is None else self._record(worker, execution, outcome, retry)
+                        for (execution, outcome), retry in zip(outcomes, retries)
+                    ]
                 claimed = self.claim(worker, selection, limit, now) if limit > 0 else []
                 return recorded, claimed
 
@@ -245,14 +275,12 @@ class Engine(ScheduleStatements):
             logger.error("The database refused a batch of %s outcome(s) (%s); recording them one by one", len(outcomes), exc)
             return self.retrying(lambda: transact(True))
 
-    def _record_carefully(
-        self, worker: WorkerStatus, execution: TaskExec, fields: dict[str, Any], replacement: TaskExec | None
-    ) -> bool:
+    def _record_carefully(self, worker: WorkerStatus, execution: TaskExec, outcome: Outcome) -> bool:
         """Record one outcome in a savepoint; if the database refuses it, record a failure that says why
         (the task did run: not retried), with its text reduced to ASCII escapes."""
         try:
             with transaction.atomic(using=self.db):
-                return self._record(worker, execution, fields, replacement)
+                return self._record(worker, execution, outcome, outcome.retry_of(execution))
         except (OperationalError, InterfaceError) as exc:
             if not self.connection.is_usable():
                 raise
@@ -260,17 +288,15 @@ class Engine(ScheduleStatements):
         except DatabaseError as exc:
             problem = exc
         logger.error("%s #%s: the database refused its outcome: %s", execution.task_name, execution.pk, problem)
-        fallback = {
-            "state": States.FAILED,
-            "started": fields.get("started"),
-            "finished": fields["finished"],
-            "result": None,
-            "error": _ascii(
-                f"The task ran ({fields['state']}), but the database refused its outcome: {problem}. Not retried."
-                + (f"\n{fields['error']}" if fields.get("error") else "")
-            ),
-            "output": _ascii(fields.get("output") or ""),
-        }
+        refused = f"The task ran ({outcome.state}), but the database refused its outcome: {problem}. Not retried."
+        fallback = Outcome(
+            state=States.FAILED,
+            started=outcome.started,
+            finished=outcome.finished,
+            error=_ascii(refused + (f"\n{outcome.error}" if outcome.error else "")),
+            output=_ascii(outcome.output or ""),
+            retry=False,
+        )
         try:
             with transaction.atomic(using=self.db):
                 return self._record(worker, execution, fallback, None)
@@ -278,14 +304,21 @@ class Engine(ScheduleStatements):
             if not self.connection.is_usable():
                 raise
         with transaction.atomic(using=self.db):
-            fallback.update(output="", error=f"The task ran, but the database refused its outcome. Not retried.")
-            return self._record(worker, execution, fallback, None)
+            bare = dataclasses.replace(fallback, output="", error="The task ran, but the database refused its outcome. Not retried.")
+            return self._record(worker, execution, bare, None)
 
     #: The columns an outcome writes, and how to cast parameters of each (PostgreSQL types NULLs).
-    OUTCOME_COLUMNS = ("state", "started", "finished", "result", "error", "output")
+    OUTCOME_COLUMNS = ("state", "started", "finished", "result", "error", "output", "exception_class")
     outcome_casts: dict[str, str] = {}
 
-    def finish_many(self, worker: WorkerStatus, outcomes: list[tuple[TaskExec, dict[str, Any]]]) -> set[int]:
+    def _outcome_values(self, outcome: Outcome) -> dict[str, Any]:
+        """The values an outcome writes, the result as its stored text (encoded once, by the executor)."""
+        values = outcome.fields()
+        if outcome.result_json is not None:
+            values["result"] = EncodedJSON(outcome.result_json)
+        return values
+
+    def finish_many(self, worker: WorkerStatus, outcomes: list[tuple[TaskExec, Outcome]]) -> set[int]:
         """Record many outcomes in ONE statement (an UPDATE joined to the new values), only for
         executions this worker still owns; returns the ids recorded."""
         qn = self.connection.ops.quote_name
@@ -297,12 +330,12 @@ class Engine(ScheduleStatements):
         rest = ", ".join(["%s"] * len(names))
         rows = " UNION ALL ".join([f"SELECT {first}"] + [f"SELECT {rest}"] * (len(outcomes) - 1))
         params: list[Any] = []
+        connection = self.connection
         for execution, outcome in outcomes:
-            values = {"result": None, "error": None, "output": "", **outcome}
-            for name in self.OUTCOME_COLUMNS:
-                setattr(execution, name, values[name])
+            values = self._outcome_values(outcome)
             params.append(execution.pk)
-            params += [fields[n].get_db_prep_save(values[n], self.connection) for n in self.OUTCOME_COLUMNS]
+            params += [fields[n].get_db_prep_save(values[n], connection) for n in self.OUTCOME_COLUMNS]
+            execution.apply(outcome)
         assignments = ", ".join(f"{qn(n)} = v.{qn(n)}" for n in self.OUTCOME_COLUMNS)
         sql = (
             f"UPDATE {table} SET {assignments} FROM ({rows}) AS v "
@@ -310,17 +343,26 @@ class Engine(ScheduleStatements):
             f"AND {table}.{qn('worker_id')} = %s RETURNING {table}.{qn('id')}"
         )
         params += [States.PROCESSING, worker.pk]
-        with self.connection.cursor() as cursor:
+        with connection.cursor() as cursor:
             cursor.execute(sql, params)
             return {row[0] for row in cursor.fetchall()}
 
-    def _record(self, worker: WorkerStatus, execution: TaskExec, fields: dict[str, Any], replacement) -> bool:
-        fields = {k: v for k, v in fields.items() if k != "retry"}
-        if not self.finish(execution, worker, **fields):
+    def finish(self, execution: TaskExec, worker: WorkerStatus, outcome: Outcome) -> bool:
+        """Record one outcome in one UPDATE, only if this worker still owns the execution.
+
+        Returns False when the execution was taken away meanwhile (e.g. rescued as interrupted).
+        """
+        values = self._outcome_values(outcome)
+        execution.apply(outcome)
+        rows = self.objects().filter(pk=execution.pk, state=States.PROCESSING, worker_id=worker.pk)
+        return bool(self.retrying(lambda: rows.update(**values)))
+
+    def _record(self, worker: WorkerStatus, execution: TaskExec, outcome: Outcome, retry: TaskExec | None) -> bool:
+        if not self.finish(execution, worker, outcome):
             return False
-        if replacement is not None:
-            replacement.pk = None  # a retried transaction inserts afresh
-            saved = self.insert(replacement)
+        if retry is not None:
+            retry.pk = None  # a retried transaction inserts afresh
+            saved = self.insert(retry)
             self.objects().filter(pk=execution.pk).update(replaced_by=saved)
             execution.replaced_by = saved
         return True
@@ -334,10 +376,9 @@ class Engine(ScheduleStatements):
                 for execution in executions:
                     rows = self.objects().filter(pk=execution.pk, state=States.PROCESSING, worker_id=worker.pk)
                     released += rows.update(state=States.QUEUED, started=None, worker=None)
-                    task = execution.task
-                    if task is not None and task.unique:
+                    if execution.is_unique:
                         # Waiting again: its call is unique again, unless an identical call was queued meanwhile.
-                        key = serialization.call_fingerprint(execution.task_name, execution.args, execution.kwargs)
+                        key = execution.call_fingerprint()
                         try:
                             with transaction.atomic(using=self.db):
                                 self.objects().filter(pk=execution.pk).update(unique_key=key)
@@ -349,6 +390,43 @@ class Engine(ScheduleStatements):
 
     def insert(self, execution: TaskExec) -> TaskExec:
         return insert_execution(execution, self.db)
+
+    # -- acting on executions from outside the worker (admin, your code) ---------------------------
+
+    def requeue(
+        self, execution: TaskExec, now: datetime.datetime, *, retries: int, retry_delay: float, unique: bool
+    ) -> TaskExec:
+        """Queue the call of ``execution`` again, due now, with the given options (the task's current ones
+        when it is registered); a finished execution is linked to its rerun unless a retry already replaced
+        it. A unique call merges into a waiting twin. Returns the execution that will run."""
+
+        def transact() -> TaskExec:
+            with transaction.atomic(using=self.db):
+                rerun = execution.make_replacement(now, retries, retry_delay)
+                rerun.is_unique = unique
+                rerun.unique_key = rerun.call_fingerprint() if unique else None
+                saved = self.insert(rerun)
+                if saved.pk != execution.pk:
+                    self.objects().filter(
+                        pk=execution.pk, state__in=States.finished(), replaced_by__isnull=True
+                    ).update(replaced_by=saved)
+                return saved
+
+        return self.retrying(transact)
+
+    def cancel(self, ids: Iterable[int], now: datetime.datetime) -> list[int]:
+        """Cancel the waiting executions among ``ids``; returns those cancelled. One conditional UPDATE
+        per row: it cannot cancel a row a worker has just claimed, and tells exactly which were."""
+        cancelled = []
+        for pk in ids:
+            done = self.retrying(
+                lambda pk=pk: self.objects()
+                .filter(pk=pk, state__in=States.waiting())
+                .update(state=States.CANCELLED, finished=now, unique_key=None)
+            )
+            if done:
+                cancelled.append(pk)
+        return cancelled
 
     # -- unknown task names ------------------------------------------------------------------------
 

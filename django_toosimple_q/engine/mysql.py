@@ -8,6 +8,7 @@ from django.db import transaction
 
 from ..models import TaskExec, WorkerStatus
 from .base import Engine, Selection, States
+from .outcome import Outcome
 
 
 class MySQLEngine(Engine):
@@ -16,14 +17,9 @@ class MySQLEngine(Engine):
         code = exc.args[0] if exc.args else None
         return code in (1205, 1213) or super().is_busy_error(exc)
 
-    def finish_many(self, worker: WorkerStatus, outcomes) -> set[int]:
+    def finish_many(self, worker: WorkerStatus, outcomes: list[tuple[TaskExec, Outcome]]) -> set[int]:
         """MariaDB has no UPDATE ... RETURNING: one UPDATE per outcome (still one commit for all)."""
-        recorded = set()
-        for execution, fields in outcomes:
-            values = {"result": None, "error": None, "output": "", **fields}
-            if self.finish(execution, worker, **{name: values[name] for name in self.OUTCOME_COLUMNS}):
-                recorded.add(execution.pk)
-        return recorded
+        return {execution.pk for execution, outcome in outcomes if self.finish(execution, worker, outcome)}
 
     def claim(self, worker: WorkerStatus, selection: Selection, limit: int, now: datetime.datetime) -> list[TaskExec]:
         if limit <= 0 or not selection.task_names:

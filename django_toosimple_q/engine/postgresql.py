@@ -1,20 +1,58 @@
 """PostgreSQL: row locks skipped by concurrent workers, one round trip where others need two, and
-LISTEN/NOTIFY so that idle workers start a task within milliseconds of its commit."""
+LISTEN/NOTIFY so that idle workers start a task within milliseconds of its commit.
+
+Notifications are an accelerator, never a precondition: a worker trusts its listener only while the
+listener proves it receives (see ``Listener``); otherwise the worker polls every tick.
+"""
 
 from __future__ import annotations
 
+import collections
 import datetime
 import logging
+import selectors
+import socket
 import threading
-from typing import Callable
+import time
+from typing import Any, Callable
 
-from ..models import TaskExec
+from django.db import connections
+
+from .. import conf
+from ..models import TaskExec, WorkerStatus
 from .base import Engine, States
 
 logger = logging.getLogger("django_toosimple_q.engine")
 
-#: The channel the table's triggers notify (payload: the queue name) when a row becomes QUEUED.
+#: The channel the table's triggers notify when a row becomes QUEUED or is inserted SLEEPING (payload:
+#: see ``read_payload``).
 CHANNEL = "toosimpleq"
+#: Seconds a ping may take to come back before the worker stops trusting its listener and polls.
+PING_DELAY = 1.0
+#: A connection that has never carried a ping is probed less and less often, up to this (seconds):
+#: through a transaction pooler, its LISTEN stays on a pooled server connection whose other clients
+#: would receive the pings.
+MAX_PROBE_INTERVAL = 300.0
+#: Unanswered pings a connection may have before the worker logs that it receives nothing.
+PROBES_BEFORE_WARNING = 3
+#: A connection that carried pings and then missed them for this long is reopened (a link that died
+#: silently never recovers by itself).
+RECONNECT_AFTER = 30.0
+
+
+def ping_channel(worker_id: int) -> str:
+    """The channel a worker's pings travel on: one per worker, so no listener sees the others' pings."""
+    return f"{CHANNEL}_ping_{int(worker_id)}"
+
+
+def read_payload(payload: str) -> tuple[str, bool]:
+    """``(queue, sleeping)`` from a payload of the triggers: ``"<queue>"`` when an execution became
+    QUEUED, ``"sleeping <queue>"`` when one was inserted SLEEPING; ``"queued <queue>"`` when it became
+    QUEUED in a queue whose own name starts with one of these prefixes (migration 0024)."""
+    kind, space, rest = payload.partition(" ")
+    if space and kind in ("sleeping", "queued"):
+        return rest, kind == "sleeping"
+    return payload, False
 
 
 class PostgreSQLEngine(Engine):
@@ -47,25 +85,70 @@ class PostgreSQLEngine(Engine):
 
         return self.retrying(run)
 
-    def listener(self, queues_served: Callable[[str], bool], wake: Callable[[bool], None]) -> Listener | None:
-        return Listener(self, queues_served, wake)
+    def send_ping(self, worker: WorkerStatus, seq: int) -> None:
+        # Delivered at the commit of the tick's transaction, to this worker's listener only.
+        with self.connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, %s)", [ping_channel(worker.pk), str(seq)])
+
+    def listener(
+        self, worker: WorkerStatus, tick: float, queues_served: Callable[[str], bool], wake: Callable[[bool], None]
+    ) -> Listener | None:
+        alias = conf.listen_database()
+        if alias is None:
+            return None
+        return Listener(alias, worker.pk, tick, queues_served, wake)
 
 
 class Listener:
     """A thread holding its own connection in LISTEN mode; calls ``wake(sleeping)`` when a served queue
     gets work (``sleeping``: an execution due later, so the worker re-reads when to wake up).
 
-    Its connection is separate from Django's (LISTEN needs a session that stays open), so it must
-    reach PostgreSQL directly, not through a transaction-pooling PgBouncer.
+    **Trust.** A connection that "connects" may still receive nothing: through a transaction-pooling
+    PgBouncer, LISTEN lands on whichever server connection ran it and notifications never come back.
+    So the worker's per-tick transaction also sends a ping (``pg_notify`` on this worker's own channel,
+    with a sequence number; no extra transaction), and ``trusted()`` holds only while every ping sent
+    more than ``PING_DELAY`` ago has come back. Notifications reach a session in commit order, so a
+    ping coming back also proves that every notification committed before it arrived. The worker
+    polls at every tick whenever ``trusted()`` is False.
+
+    **Two steps.** The connection first LISTENs to the ping channel only; it LISTENs to the work
+    channel once a ping proved it: a LISTEN through a transaction pooler would otherwise leave every
+    task's notification flowing to the pool's other clients (which keep them in memory).
+
+    **Threads.** The listener thread owns the connection; the worker's main thread calls
+    ``ping_due()``, ``ping_sent()``, ``trusted()`` and ``seconds_until_check()``; ``_lock`` guards
+    what both touch.
     """
 
-    def __init__(self, engine: PostgreSQLEngine, queues_served: Callable[[str], bool], wake: Callable[[bool], None]):
-        self.engine = engine
+    def __init__(
+        self,
+        alias: str,
+        worker_id: int,
+        tick: float,
+        queues_served: Callable[[str], bool],
+        wake: Callable[[bool], None],
+    ):
+        self.alias = alias
+        self.ping_channel = ping_channel(worker_id)
+        #: Shown in ``pg_stat_activity``, so operators (and tests) can tell this connection apart.
+        self.application_name = f"toosimpleq-listen-{int(worker_id)}"
+        self.tick = tick
         self.queues_served = queues_served
         self.wake = wake
         self._stop = threading.Event()
-        #: True while LISTEN is in place: the worker may then skip polling claims.
-        self.connected = False
+        # Wakes the thread out of its wait at once on stop().
+        self._stop_r, self._stop_w = socket.socketpair()
+        self._lock = threading.Lock()
+        self._connected = False  # the LISTEN connection is open (it may still receive nothing)
+        self._received = 0  # highest ping seq received on this connection, once the work channel is LISTENed
+        self._latest_ping = 0  # highest seen by the listener thread, not yet acted upon
+        self._seq = 0
+        # (seq, monotonic) of the pings not known to be back. Only the oldest ones matter; bounded so that
+        # a connection that never proves itself cannot grow it for ever.
+        self._sent: collections.deque[tuple[int, float]] = collections.deque(maxlen=64)
+        self._next_probe = 0.0
+        self._probe_interval = tick
+        self._probes = 0  # pings sent on this connection before it carried one
         self._thread = threading.Thread(target=self._run, name="toosimpleq-listen", daemon=True)
 
     def start(self) -> Listener:
@@ -74,46 +157,168 @@ class Listener:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        try:
+            self._stop_w.send(b"x")
+        except OSError:
+            pass
+        # Prompt: the thread's wait ends at once. Only a connection attempt cannot be interrupted;
+        # the thread is a daemon, so do not hold the worker's exit for it.
+        self._thread.join(timeout=1.0)
 
-    def _connect(self):
-        wrapper = self.engine.connection
-        conn = wrapper.get_new_connection(wrapper.get_connection_params())
+    # -- the worker's main thread ------------------------------------------------------------------
+
+    def ping_due(self, now: float) -> int | None:
+        """The sequence number of a ping to send with this tick's transaction, or None (``now``: monotonic)."""
+        with self._lock:
+            if not self._connected:
+                return None  # no LISTEN in place: it could not come back
+            if not self._received:
+                if now < self._next_probe:
+                    return None
+                self._next_probe = now + self._probe_interval
+                self._probe_interval = min(self._probe_interval * 2, max(MAX_PROBE_INTERVAL, self.tick))
+                self._probes += 1
+                if self._probes == PROBES_BEFORE_WARNING:
+                    logger.warning(
+                        "The LISTEN connection (database %r) receives no notifications: is it a transaction-pooling "
+                        "PgBouncer? This worker polls every tick. Set TOOSIMPLEQ_LISTEN_DATABASE to a connection "
+                        "that reaches PostgreSQL directly (or through a session-pooling PgBouncer), or to None.",
+                        self.alias,
+                    )
+            self._seq += 1
+            return self._seq
+
+    def ping_sent(self, seq: int, at: float) -> None:
+        """The ping ``seq`` was committed at ``at`` (monotonic)."""
+        with self._lock:
+            if seq > self._received:
+                self._sent.append((seq, at))
+
+    def trusted(self, now: float) -> bool:
+        """True while notifications provably arrive: the worker may then skip polling."""
+        with self._lock:
+            if not self._connected or not self._received:
+                return False
+            while self._sent and self._sent[0][0] <= self._received:
+                self._sent.popleft()
+            return not self._sent or self._sent[0][1] + PING_DELAY > now
+
+    def seconds_until_check(self, now: float) -> float:
+        """While trusted: seconds until the oldest ping in flight is overdue (when trust may end)."""
+        if not self.trusted(now):
+            return float("inf")
+        with self._lock:
+            if not self._sent:
+                return float("inf")
+            return max(self._sent[0][1] + PING_DELAY - now, 0.0)
+
+    # -- the listener thread -----------------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        wrapper = connections[self.alias]
+        params = {**wrapper.get_connection_params(), "application_name": self.application_name}
+        conn = wrapper.Database.connect(**params)
+        if not hasattr(conn, "pgconn"):
+            conn.close()
+            return None
         conn.autocommit = True
-        conn.execute(f"LISTEN {CHANNEL}")
         return conn
 
     def _run(self) -> None:
         delay = 0.5
-        while not self._stop.is_set():
-            conn = None
-            try:
-                conn = self._connect()
-                logger.debug("Listening on %r", CHANNEL)
-                if not hasattr(conn, "notifies"):
-                    logger.warning("LISTEN needs psycopg 3; this worker polls every tick instead")
-                    return
-                delay = 0.5
-                self.connected = True
-                # After (re)connecting, work may have been queued while nobody listened.
-                self.wake(False)
-                self.wake(True)
-                while not self._stop.is_set():
-                    for notify in conn.notifies(timeout=1.0):
-                        logger.debug("Notified: %s", notify.payload)
-                        sleeping = notify.payload.startswith("sleeping ")
-                        if self.queues_served(notify.payload.removeprefix("sleeping ")):
-                            self.wake(sleeping)
-            except Exception as exc:  # noqa: BLE001 - the polling tick covers us while we reconnect
-                self.connected = False
+        try:
+            while not self._stop.is_set():
+                conn = None
+                try:
+                    conn = self._connect()
+                    if conn is None:
+                        logger.warning("LISTEN needs psycopg 3; this worker polls every tick instead")
+                        return
+                    delay = 0.5
+                    self._listen(conn)
+                except Exception as exc:  # noqa: BLE001 - the polling tick covers us while we reconnect
+                    if self._stop.is_set():
+                        break
+                    logger.warning("LISTEN connection lost (%s); reconnecting in %.1fs", str(exc).strip(), delay)
+                    self._stop.wait(delay)
+                    delay = min(delay * 2, 30.0)
+                finally:
+                    with self._lock:
+                        self._connected = False
+                        self._received = 0
+                    if conn is not None:
+                        try:
+                            conn.close()
+                        except Exception:  # noqa: BLE001
+                            pass
+        finally:
+            self._stop_r.close()
+            self._stop_w.close()
+
+    def _listen(self, conn: Any) -> None:
+        """LISTEN, then hand notifications over until stopped; raises when the connection fails."""
+        conn.add_notify_handler(lambda n: self._notified(n.channel, n.payload))  # while a statement runs
+        self._latest_ping = 0
+        conn.execute(f"LISTEN {self.ping_channel}")
+        with self._lock:
+            self._received = 0
+            self._probe_interval = self.tick
+            self._next_probe = 0.0
+            self._probes = 0
+            self._connected = True
+        logger.debug("Listening on %r", self.ping_channel)
+        self.wake(True)  # the worker's duties run now, and send the first ping
+        encoding = conn.info.encoding
+        with selectors.DefaultSelector() as selector:
+            selector.register(conn.fileno(), selectors.EVENT_READ)
+            selector.register(self._stop_r, selectors.EVENT_READ)
+            while not self._stop.is_set():
+                selector.select(timeout=5.0)
                 if self._stop.is_set():
-                    break
-                logger.warning("LISTEN connection lost (%s); reconnecting in %.1fs", str(exc).strip(), delay)
-                self._stop.wait(delay)
-                delay = min(delay * 2, 30.0)
-            finally:
-                if conn is not None:
-                    try:
-                        conn.close()
-                    except Exception:  # noqa: BLE001
-                        pass
+                    return
+                pgconn = conn.pgconn
+                pgconn.consume_input()  # raises when the connection is gone
+                while (notify := pgconn.notifies()) is not None:
+                    self._notified(notify.relname.decode(encoding), notify.extra.decode(encoding))
+                if pgconn.status != 0:  # not CONNECTION_OK
+                    raise ConnectionError("the LISTEN connection was closed")
+                self._take_pings(conn)
+                self._check_silence()
+
+    def _notified(self, channel: str, payload: str) -> None:
+        if channel == self.ping_channel:
+            if payload.isascii() and payload.isdigit():
+                self._latest_ping = max(self._latest_ping, int(payload))
+            return
+        if channel != CHANNEL:
+            return
+        logger.debug("Notified: %s", payload)
+        queue, sleeping = read_payload(payload)
+        if self.queues_served(queue):
+            self.wake(sleeping)
+
+    def _take_pings(self, conn: Any) -> None:
+        """Act on the pings that came back: the first one on this connection proves it, so LISTEN to the
+        work channel, then have the worker claim what was queued before (its notification was missed)."""
+        latest = self._latest_ping
+        with self._lock:
+            if latest <= self._received:
+                return
+            first = not self._received
+        if first:
+            conn.execute(f"LISTEN {CHANNEL}")
+            logger.debug("Listening on %r", CHANNEL)
+        with self._lock:
+            self._received = max(self._received, latest)
+        if first:
+            self.wake(False)
+
+    def _check_silence(self) -> None:
+        """Raise (and so reconnect) when a proven connection stopped carrying pings long ago."""
+        now = time.monotonic()
+        with self._lock:
+            if not self._received:
+                return
+            late = [at for seq, at in self._sent if seq > self._received]
+        if late and now - late[0] > RECONNECT_AFTER:
+            raise ConnectionError(f"no ping came back for {now - late[0]:.0f}s")

@@ -1,16 +1,15 @@
-"""Run one claimed execution and describe its outcome; the worker records outcomes in batches."""
+"""Run one claimed execution and describe what happened as an ``Outcome``; the worker records
+outcomes in batches through the engine."""
 
 from __future__ import annotations
 
-import datetime
 import logging
 import re
 import traceback
-from typing import Any
-
 from django.utils import timezone
 
 from .. import serialization
+from ..engine.outcome import Outcome
 from ..models import TaskExec, describe
 from ..registry import Task, tasks_registry
 from .capture import capture_output
@@ -20,8 +19,8 @@ logger = logging.getLogger("django_toosimple_q.worker")
 States = TaskExec.States
 
 
-def run_execution(execution: TaskExec) -> dict[str, Any]:
-    """Run ``execution`` here and return the fields of its outcome (nothing is written).
+def run_execution(execution: TaskExec) -> Outcome:
+    """Run ``execution`` here and return its outcome (nothing is written).
 
     Never raises for anything the task does: its exceptions, including SystemExit and
     KeyboardInterrupt, make a FAILED outcome; a row that cannot run makes an INVALID one; a result
@@ -33,33 +32,71 @@ def run_execution(execution: TaskExec) -> dict[str, Any]:
     task = tasks_registry.get(execution.task_name)
     problem = invalid_reason(execution, task)
     if problem:
-        return {"state": States.INVALID, "started": started, "finished": started, "error": problem}
+        return Outcome(state=States.INVALID, started=started, finished=started, error=problem)
 
     logger.debug("Running %s #%s with %s", execution.task_name, execution.pk, describe(tuple(execution.args)))
-    error = None
+    exception: BaseException | None = None
     with capture_output() as output, tracking_statements() as used:
         try:
             result = task.run(execution)
-        except BaseException:  # noqa: BLE001 - SystemExit/KeyboardInterrupt raised by a task are its failure
-            error = traceback.format_exc()
-    fields: dict[str, Any] = {"started": started, "finished": timezone.now(), "output": output.getvalue()}
+        except BaseException as exc:  # noqa: BLE001 - SystemExit/KeyboardInterrupt raised by a task are its failure
+            exception = exc
+            error: str | None = traceback.format_exc()
+        else:
+            error = None
+    finished = timezone.now()
+    printed = storable_text(output.getvalue()) or ""
     left_open = roll_back_left_transactions(used)
     if left_open:
         note = left_transaction_note(left_open)
         logger.error("%s #%s: %s", execution.task_name, execution.pk, note)
         error = f"{error}\n{note}" if error is not None else note
     if error is not None:
-        fields.update(state=States.FAILED, error=error)
-        return storable_outcome(fields)
+        return Outcome(
+            state=States.FAILED,
+            started=started,
+            finished=finished,
+            error=storable_text(error),
+            output=printed,
+            exception_class=class_path(type(exception)) if exception is not None else None,
+            exception=exception,
+        )
     try:
-        serialization.dumps(result, "the result").encode("utf-8")
+        encoded = serialization.dumps(result, "the result")
+        encoded.encode("utf-8")
     except Exception as exc:  # noqa: BLE001 - UnstorableValue, or anything a strange value raises
         # The task did run to completion: retrying would repeat its effects for nothing.
         reason = exc if isinstance(exc, serialization.UnstorableValue) else f"the result cannot be stored ({exc!r})"
-        fields.update(state=States.FAILED, error=f"The task ran, but {reason}. Not retried.", retry=False)
-    else:
-        fields.update(state=States.SUCCEEDED, result=result)
-    return storable_outcome(fields)
+        return Outcome(
+            state=States.FAILED,
+            started=started,
+            finished=finished,
+            error=storable_text(f"The task ran, but {reason}. Not retried."),
+            output=printed,
+            exception_class=class_path(serialization.UnstorableValue),
+            retry=False,
+        )
+    return Outcome(
+        state=States.SUCCEEDED, started=started, finished=finished, result=result, result_json=encoded, output=printed
+    )
+
+
+def failed_outcome(error: str, exception_class: type[BaseException], started=None, retry: bool = True) -> Outcome:
+    """The outcome of an execution stopped from the outside (time limit, its process died), or that
+    the worker failed to run."""
+    return Outcome(
+        state=States.FAILED,
+        started=started,
+        finished=timezone.now(),
+        error=storable_text(error),
+        exception_class=class_path(exception_class),
+        retry=retry,
+    )
+
+
+def class_path(cls: type) -> str:
+    """The dotted path of a class, as Django's tasks framework reports exception classes."""
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def left_transaction_note(aliases: list[str]) -> str:
@@ -90,44 +127,7 @@ def storable_text(text: str | None) -> str | None:
     )
 
 
-def storable_outcome(fields: dict[str, Any]) -> dict[str, Any]:
-    for name in ("output", "error"):
-        if name in fields:
-            fields[name] = storable_text(fields[name])
-    return fields
-
-
-def failed_outcome(error: str) -> dict[str, Any]:
-    """The outcome of an execution stopped from the outside (time limit, its process died)."""
-    return storable_outcome({"state": States.FAILED, "finished": timezone.now(), "error": error})
-
-
-def replacement_for_retry(execution: TaskExec, fields: dict[str, Any]) -> TaskExec | None:
-    """The sleeping retry of a failed execution, or None when it must not be retried."""
-    if fields["state"] != States.FAILED or not fields.get("retry", True) or execution.retries <= 0:
-        return None
-    delay = bounded_delay(execution.retry_delay)
-    try:
-        due = fields["finished"] + datetime.timedelta(seconds=delay)
-    except OverflowError:
-        due = LATEST_DUE if timezone.is_aware(fields["finished"]) else LATEST_DUE.replace(tzinfo=None)
-    return execution.make_replacement(due, execution.retries - 1, bounded_delay(delay * 2))
-
-
-#: The longest retry delay the worker applies, whatever a row says (registration refuses more).
-MAX_RETRY_DELAY = 100 * 365.25 * 86400
-#: A due time every database and Python can store and read back in any time zone.
-LATEST_DUE = datetime.datetime(9000, 1, 1, tzinfo=datetime.timezone.utc)
-
-
-def bounded_delay(seconds: float) -> float:
-    """A retry delay in [0, MAX_RETRY_DELAY]; anything else (nan, inf, negative) is clamped."""
-    if seconds >= 0 and seconds <= MAX_RETRY_DELAY:
-        return float(seconds)
-    return 0.0 if seconds < 0 else MAX_RETRY_DELAY
-
-
-def log_outcome(execution: TaskExec, fields: dict[str, Any], recorded: bool) -> None:
+def log_outcome(execution: TaskExec, outcome: Outcome, recorded: bool) -> None:
     """Log an outcome as recorded (``execution`` holds the recorded values), or that it was not."""
     if not recorded:
         logger.warning(
@@ -135,7 +135,7 @@ def log_outcome(execution: TaskExec, fields: dict[str, Any], recorded: bool) -> 
             "its outcome is not recorded",
             execution.task_name,
             execution.pk,
-            fields["state"],
+            outcome.state,
         )
         return
     state = execution.state

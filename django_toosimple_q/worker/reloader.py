@@ -18,8 +18,9 @@ from typing import Callable
 
 from django.utils import autoreload
 
-from .._child import die_with_parent
-from .worker import EXIT_RELOAD, Worker, run_process
+from .isolation import die_with_parent
+from .process import run_process
+from .worker import EXIT_RELOAD, Worker
 
 logger = logging.getLogger("django_toosimple_q.worker")
 

@@ -99,13 +99,24 @@ class Command(BaseCommand):
         out.write("Executions per state")
         out.write(_table([("state", "count")] + [(s, n) for s, n in snap.states.items()] + [("total", snap.total)]))
         out.write("")
-        out.write(f"Failures in the last 24 h: {snap.failures_24h}")
+        out.write(
+            f"Failures in the last 24 h: {snap.failures_24h} "
+            f"(and {snap.retried_failures_24h} failed attempts that were retried)"
+        )
         out.write("")
         out.write(f"Workers online: {len(snap.workers_online)}")
         if snap.workers_online:
-            rows = [("id", "label", "host", "pid", "queues", "last heartbeat")]
+            rows = [("id", "label", "host", "pid", "queues", "pick-up", "last heartbeat")]
             rows += [
-                (w.id, w.label, w.host, w.pid if w.pid is not None else "-", ",".join(w.queues) or "all", w.last_seen)
+                (
+                    w.id,
+                    w.label,
+                    w.host,
+                    w.pid if w.pid is not None else "-",
+                    ",".join(w.queues) or "all",
+                    pickup(w.receives_notifications),
+                    w.last_seen,
+                )
                 for w in snap.workers_online
             ]
             out.write(_table(rows))
@@ -114,6 +125,11 @@ class Command(BaseCommand):
             out.write(self.style.ERROR("UNHEALTHY: " + "; ".join(problems)))
         else:
             out.write(self.style.SUCCESS("OK"))
+
+
+def pickup(receives_notifications: bool) -> str:
+    """How a worker learns about new work: notified at once, or by polling every tick."""
+    return "notifications" if receives_notifications else "polling"
 
 
 def _seconds(value: float) -> str:

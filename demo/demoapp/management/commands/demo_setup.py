@@ -2,6 +2,8 @@
 
 from datetime import timedelta
 
+import django
+
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.utils import timezone
@@ -23,4 +25,9 @@ class Command(BaseCommand):
         tasks.refresh_cache.queue()
         tasks.refresh_cache.queue()  # merged into the first one
         tasks.long_task.queue(3)
+        tasks.slow_report.queue(1)  # within its 2-second limit: SUCCEEDED
+        tasks.slow_report.queue(5)  # past it: stopped, FAILED with TimeLimitExceeded
+        tasks.fetch_feed.queue("https://example.com/feed.xml")
+        if django.VERSION >= (6, 0):
+            tasks.send_newsletter.enqueue(12)
         self.stdout.write("Queued example tasks.")
