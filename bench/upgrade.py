@@ -159,7 +159,7 @@ def measure(db: str, rows: int) -> dict:
         elapsed, output = manage(db, "migrate", "toosimpleq", step)
         seconds = max(elapsed - startup, 0.0)
         result["steps"][step] = round(seconds, 2)
-        print(f"  {step:<26} {seconds:8.1f} s", flush=True)
+        print(f"  {step:<44} {seconds:8.1f} s", flush=True)
         if step == "0018_upgrade_data":
             report = [line.strip() for line in output.splitlines() if "execution(s)" in line]
             result["report"] = report
