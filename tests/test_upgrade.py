@@ -186,6 +186,7 @@ def with_bad_values(django_db_setup, django_db_blocker):
         database.connect()
         yield database
         database.drop()
+    shutil.rmtree(marker.parent, ignore_errors=True)
 
 
 @pytest.fixture
