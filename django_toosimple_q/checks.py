@@ -30,6 +30,25 @@ def check_schedules(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
 
 
 @checks.register("toosimpleq")
+def check_mail_app(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Emails queued without the contrib app installed still work (workers load its task), but the
+    documented set-up lists the app; say so."""
+    from django.apps import apps
+
+    from .contrib.mail import APP, queue_backend_configured
+
+    if queue_backend_configured() and not apps.is_installed(APP):
+        return [
+            checks.Warning(
+                f"EMAIL_BACKEND queues emails through django-toosimple-q, but {APP!r} is not in INSTALLED_APPS.",
+                hint=f"Workers deliver them anyway; add {APP!r} to INSTALLED_APPS, as the documentation asks.",
+                id="toosimpleq.W001",
+            )
+        ]
+    return []
+
+
+@checks.register("toosimpleq")
 def check_listen_database(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """``TOOSIMPLEQ_LISTEN_DATABASE`` must be None/False or the alias of a PostgreSQL database."""
     from django.conf import settings

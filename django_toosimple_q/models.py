@@ -7,6 +7,7 @@ The registry (``registry.py``) says *what* tasks and schedules exist; these mode
 from __future__ import annotations
 
 import datetime
+import signal
 from typing import Any
 
 from django.db import models
@@ -75,6 +76,10 @@ class StateIndex(models.Index):
     def __init__(self, *, state: str, fields: list[str], name: str):
         self.state = state
         super().__init__(fields=fields, name=name)
+        # The columns where the index is not partial (MariaDB): Django's MySQL schema editor reads
+        # them when the index is removed, and would otherwise add a stray index for a foreign key
+        # it wrongly believes this index served.
+        self.fields_orders = [("state", ""), *self.fields_orders]
 
     def _concrete(self, connection) -> models.Index:
         if connection.features.supports_partial_indexes:
@@ -343,9 +348,12 @@ class WorkerStatus(models.Model):
 
     @property
     def state(self) -> str:
+        """ONLINE or TIMEDOUT while running; once ended, STOPPED when it quit by itself or by Ctrl-C
+        (SIGINT: someone chose to stop it, as 1.x recorded it), TERMINATED by another signal (SIGTERM
+        from a process manager...), CRASHED when the worker itself failed."""
         if self.stopped is None:
             return self.States.ONLINE if self.is_fresh() else self.States.TIMEDOUT
-        if self.exit_signal is not None:
+        if self.exit_signal is not None and self.exit_signal != signal.SIGINT:
             return self.States.TERMINATED
         if self.exit_code == 0:
             return self.States.STOPPED

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("django_toosimple_q.schedules")
 
+#: How far back ``Schedule.latest_until`` looks (a 29 February occurs at least every 8 years).
+LATEST_LOOKBACK = datetime.timedelta(days=3653)
+
 
 @dataclass(eq=False)
 class Schedule:
@@ -66,6 +69,14 @@ class Schedule:
     def next_after(self, moment: datetime.datetime) -> datetime.datetime | None:
         """The first occurrence strictly after ``moment`` (UTC), or None for a manual schedule."""
         return self.parsed_cron.next_after(moment)
+
+    def latest_until(self, moment: datetime.datetime) -> datetime.datetime | None:
+        """The latest occurrence at or before ``moment``: the one a ``run_on_creation`` run stands
+        for. None for a manual schedule (or one that did not occur in the ten years before)."""
+        if self.manual:
+            return None
+        found, _left_out = self.parsed_cron.latest(moment - LATEST_LOOKBACK, moment, 1)
+        return found[-1] if found else None
 
     def new_exec(self, occurrence: datetime.datetime | None, due: datetime.datetime | None = None) -> TaskExec:
         """An unsaved execution for ``occurrence`` (None: run outside of the cron timeline)."""

@@ -130,8 +130,14 @@ class WorkerProcesses:
         return proc
 
     def run(self, *args: str, timeout: float = 120, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        return self.manage("worker", *args, timeout=timeout, env_extra=env_extra)
+
+    def manage(
+        self, *args: str, env_extra: dict[str, str] | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess:
+        """``python -m django ARGS`` (any command, e.g. ``migrate``) run to its end, output captured."""
         return subprocess.run(
-            self.command(*args),
+            [sys.executable, "-m", "django", *args],
             env={**self.env(), **(env_extra or {})},
             cwd=ROOT,
             capture_output=True,

@@ -113,6 +113,11 @@ STATIC_URL = "static/"
 TOOSIMPLEQ_UNKNOWN_TASK_GRACE = 0
 TOOSIMPLEQ_MAX_CRASHES = int(os.environ.get("TOOSIMPLEQ_TEST_MAX_CRASHES", "3"))
 
+# contrib.mail as 1.x users have it: only EMAIL_BACKEND set, the contrib app not installed.
+if os.environ.get("TOOSIMPLEQ_TEST_MAIL_WITHOUT_APP"):
+    INSTALLED_APPS.remove("django_toosimple_q.contrib.mail")
+    EMAIL_BACKEND = "django_toosimple_q.contrib.mail.backends.QueueBackend"
+
 # contrib.mail: a worker subprocess delivers to the SMTP server its test started on loopback.
 # Only set when asked, as Django >= 6.1 warns about the EMAIL_* settings.
 if os.environ.get("TOOSIMPLEQ_TEST_EMAIL_PORT"):

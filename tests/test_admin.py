@@ -232,7 +232,7 @@ def test_undecodable_value_is_shown_raw(admin_client):
 def test_requeue(login):
     client = login("view_taskexec", "requeue_taskexec")
     failed = finished(States.FAILED, args=[2, 3], kwargs={}, queue="default", priority=5)
-    response = action(client, "requeue", failed)
+    response = action(client, "action_requeue", failed)
     assert response.status_code == 200
     new = TaskExec.objects.exclude(pk=failed.pk).get()
     assert (new.task_name, new.args, new.kwargs, new.priority, new.state) == ("add", [2, 3], {}, 5, States.QUEUED)
@@ -252,7 +252,7 @@ def test_requeue_unique_task_merges(login, clean_registry):
     client = login("view_taskexec", "requeue_taskexec")
     first = finished(States.SUCCEEDED, task_name="unique_one", args=[1])
     second = finished(States.FAILED, task_name="unique_one", args=[1])
-    action(client, "requeue", first, second)
+    action(client, "action_requeue", first, second)
     waiting = TaskExec.objects.filter(state=States.QUEUED)
     assert waiting.count() == 1 and waiting.get().unique_key
     assert LogEntry.objects.count() == 2
@@ -264,7 +264,7 @@ def test_cancel_only_waiting(login):
     sleeping = make(state=States.SLEEPING, due=timezone.now() + datetime.timedelta(hours=1))
     running = make(state=States.PROCESSING, started=timezone.now())
     done = finished()
-    response = action(client, "cancel", queued, sleeping, running, done)
+    response = action(client, "action_cancel", queued, sleeping, running, done)
     html = response.content.decode()
     assert "Cancelled 2 executions." in html
     assert "2 executions were not waiting any more" in html
@@ -282,7 +282,7 @@ def test_cancel_cannot_touch_a_claimed_execution(login):
     client = login("view_taskexec", "cancel_taskexec")
     queued = make(state=States.QUEUED)
     TaskExec.objects.filter(pk=queued.pk).update(state=States.PROCESSING)  # a worker claims it meanwhile
-    action(client, "cancel", queued)
+    action(client, "action_cancel", queued)
     queued.refresh_from_db()
     assert queued.state == States.PROCESSING
     assert not LogEntry.objects.exists()
@@ -301,11 +301,11 @@ def action_choices(client) -> set[str]:
     "codenames, expected",
     [
         (("view_taskexec",), set()),
-        (("view_taskexec", "requeue_taskexec"), {"requeue"}),
-        (("view_taskexec", "cancel_taskexec"), {"cancel"}),
+        (("view_taskexec", "requeue_taskexec"), {"action_requeue"}),
+        (("view_taskexec", "cancel_taskexec"), {"action_cancel"}),
         (
             ("view_taskexec", "requeue_taskexec", "cancel_taskexec", "delete_taskexec"),
-            {"requeue", "cancel", "delete_selected"},
+            {"action_requeue", "action_cancel", "delete_selected"},
         ),
     ],
 )
@@ -318,8 +318,8 @@ def test_actions_need_their_own_permission(login, codenames, expected):
 def test_actions_refused_without_permission(login):
     client = login("view_taskexec")
     queued = make(state=States.QUEUED)
-    action(client, "cancel", queued)
-    action(client, "requeue", queued)
+    action(client, "action_cancel", queued)
+    action(client, "action_requeue", queued)
     queued.refresh_from_db()
     assert queued.state == States.QUEUED and TaskExec.objects.count() == 1
     assert not LogEntry.objects.exists()
@@ -355,7 +355,7 @@ def test_app_index_links_to_dashboard(admin_client):
     html = admin_client.get(reverse("admin:app_list", args=["toosimpleq"])).content.decode()
     assert DASHBOARD in html
     assert DASHBOARD in admin_client.get(LIST).content.decode()
-    # The models are named as the documentation names them (migration 0006 for the workers).
+    # The models are named as the documentation names them (migration 0023 for the workers).
     assert ">Workers<" in html and ">Task executions<" in html and ">Schedules<" in html
     assert "Worker statuses" not in html
 
@@ -492,7 +492,7 @@ def test_detail_page_buttons_follow_permissions(login):
     page = client.get(detail(done.pk)).content.decode()
     assert "toosimpleq-requeue" in page and "toosimpleq-cancel" not in page  # only waiting ones
     # The buttons post to the list's actions.
-    response = client.post(LIST, {"action": "cancel", "_selected_action": [queued.pk], "index": 0}, follow=True)
+    response = client.post(LIST, {"action": "action_cancel", "_selected_action": [queued.pk], "index": 0}, follow=True)
     assert "Cancelled 1 execution." in response.content.decode()
 
 

@@ -170,7 +170,7 @@ def test_admin_flow(page):
     page.go_back()
 
     # Requeue it: a new execution appears, linked from the old one.
-    select_rows_and_run(page, [rows["failed"].pk], "requeue")
+    select_rows_and_run(page, [rows["failed"].pk], "action_requeue")
     shot(page, "04-requeued")
     new = TaskExec.objects.exclude(pk__in=[r.pk for r in rows.values()]).get()
     assert f"#{new.pk}" in page.inner_text("ul.messagelist")
@@ -181,7 +181,7 @@ def test_admin_flow(page):
 
     # Cancel a queued execution.
     page.goto(f"{page.base}/admin/toosimpleq/taskexec/?state__exact=QUEUED")
-    select_rows_and_run(page, [rows["queued"].pk], "cancel")
+    select_rows_and_run(page, [rows["queued"].pk], "action_cancel")
     assert "Cancelled 1 execution." in page.inner_text("ul.messagelist")
     shot(page, "06-cancelled")
     rows["queued"].refresh_from_db()
@@ -258,7 +258,7 @@ def test_schedules_page_run_now(page, schedules):
     # Run two at once with the action; the cron timeline of the first one stays where it was.
     page.check('input[name="_selected_action"][value="every_quarter"]')
     page.check('input[name="_selected_action"][value="on_demand"]')
-    page.select_option('select[name="action"]', "run_now")
+    page.select_option('select[name="action"]', "action_force_run")
     page.click('button[name="index"]')
     page.wait_for_selector("text=Queued 2 executions now")
     assert ScheduleExec.objects.get(name="every_quarter").last_due == last_due

@@ -74,7 +74,7 @@ def checkboxes(html: str) -> list[str]:
 
 
 def run(client, *names: str, **extra):
-    return client.post(SCHEDULES, {"action": "run_now", "_selected_action": list(names), "index": 0, **extra}, follow=True)
+    return client.post(SCHEDULES, {"action": "action_force_run", "_selected_action": list(names), "index": 0, **extra}, follow=True)
 
 
 # -- the list ------------------------------------------------------------------------------------
@@ -335,7 +335,7 @@ def test_run_now_permission_shows_the_action(login, task):
     schedule(task, "one")
     html = client.get(SCHEDULES).content.decode()
     options = re.findall(r'<option value="(\w+)"', html.split('name="action"', 1)[1].split("</select>", 1)[0])
-    assert options == ["run_now"]
+    assert options == ["action_force_run"]
     assert checkboxes(html) == ["one"] and 'name="run" value="one"' in html
 
 

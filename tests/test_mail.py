@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import email
+import io
 import email.policy
 import socket
 import warnings
@@ -153,10 +154,21 @@ def test_queue_backend_as_delivery_backend_is_refused(settings):
     assert "ImproperlyConfigured" in execution.error and "TOOSIMPLEQ_EMAIL_BACKEND" in execution.error
 
 
-def test_missing_app_is_reported(settings):
-    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "django_toosimple_q.contrib.mail"]
-    with pytest.raises(ImproperlyConfigured, match="django_toosimple_q.contrib.mail"):
+def test_missing_queue_app_is_reported(settings):
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if not app.startswith("django_toosimple_q")]
+    with pytest.raises(ImproperlyConfigured, match="'django_toosimple_q' in INSTALLED_APPS"):
         QueueBackend()
+
+
+def test_without_the_contrib_app_a_check_recommends_it(settings):
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "django_toosimple_q.contrib.mail"]
+    output = io.StringIO()
+    call_command("check", stdout=output, stderr=output)
+    assert "toosimpleq.W001" in output.getvalue() and "'django_toosimple_q.contrib.mail'" in output.getvalue()
+    settings.EMAIL_BACKEND = LOCMEM  # not queuing: nothing to say
+    output = io.StringIO()
+    call_command("check", stdout=output, stderr=output)
+    assert "toosimpleq.W001" not in output.getvalue()
 
 
 # -- queuing -----------------------------------------------------------------------------------------
@@ -517,6 +529,21 @@ def test_smtp_rolled_back_transaction_sends_nothing(smtp):
     send_mail("Committed", "Body", None, ["a@example.com"])
     run_worker()
     assert [parse(e)["Subject"] for e in smtp.handler.envelopes] == ["Committed"]
+
+
+def test_only_email_backend_set_is_enough_as_in_1x(smtp, workers, monkeypatch, settings):
+    """The contrib app not installed, only EMAIL_BACKEND set (a 1.x set-up): emails are queued and a
+    worker process (whose settings lack the app too) loads the delivery task and sends them."""
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "django_toosimple_q.contrib.mail"]
+    smtp.start()
+    monkeypatch.setenv("TOOSIMPLEQ_TEST_EMAIL_PORT", str(smtp.port))
+    monkeypatch.setenv("TOOSIMPLEQ_TEST_MAIL_WITHOUT_APP", "1")
+    assert send_mail("Like 1.x", "Body", None, ["a@example.com"]) == 1
+    done = workers.run("--until_done")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "django_toosimple_q.contrib.mail.send_emails" in done.stderr  # listed among the worker's tasks
+    assert [parse(e)["Subject"] for e in smtp.handler.envelopes] == ["Like 1.x"]
+    assert TaskExec.objects.get().state == States.SUCCEEDED
 
 
 def test_worker_subprocess_delivers_over_smtp(smtp, workers, monkeypatch):

@@ -253,6 +253,26 @@ def test_datetime_kwarg_is_in_the_schedule_time_zone(clock):
     assert run.result == "2026-01-05T09:00:00+01:00" and run.due == utc(2026, 1, 5, 8)
 
 
+def test_run_on_creation_passes_the_latest_occurrence_of_the_cron(clock):
+    """As in 1.x: the first run of a run_on_creation schedule stands for its cron's latest occurrence
+    (here yesterday noon in Paris), though it runs now; the next ones follow the cron."""
+
+    @schedule_task(name="noon", cron="0 12 * * *", run_on_creation=True, datetime_kwarg="at", timezone="Europe/Paris")
+    @schedule_task(name="by_hand", cron="manual", run_on_creation=True, datetime_kwarg="at")
+    @register_task(name="noon_report")
+    def noon_report(at):
+        return at.isoformat() if at else None
+
+    clock(utc(2026, 1, 5, 0, 0))  # midnight UTC: 01:00 in Paris
+    work()
+    runs = {e.result: e.due for e in TaskExec.objects.all()}
+    assert runs == {"2026-01-04T12:00:00+01:00": utc(2026, 1, 5), None: utc(2026, 1, 5)}
+    clock(utc(2026, 1, 5, 11, 0, 1))  # 12:00:01 in Paris
+    work()
+    assert TaskExec.objects.filter(result="2026-01-05T12:00:00+01:00", due=utc(2026, 1, 5, 11)).exists()
+    assert TaskExec.objects.count() == 3
+
+
 def test_projects_with_use_tz_false(clock):
     with override_settings(USE_TZ=False, TIME_ZONE="Europe/Paris"):
 

@@ -128,6 +128,18 @@ def test_sigterm_waits_for_the_running_task(workers):
     assert status.state == "TERMINATED" and status.exit_code == 0 and "SIGTERM" in status.exit_log
 
 
+def test_sigint_is_recorded_as_stopped_sigterm_as_terminated(workers):
+    """As 1.x distinguished them: Ctrl-C is a deliberate quit (STOPPED), SIGTERM a termination."""
+    for signum, state in ((signal.SIGINT, "STOPPED"), (signal.SIGTERM, "TERMINATED")):
+        proc = workers.start("--tick", "0.2")
+        status = wait_for(lambda: WorkerStatus.objects.filter(pid=proc.pid).first(), message="the worker's row")
+        proc.send_signal(signum)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out
+        status.refresh_from_db()
+        assert (status.state, status.exit_code, status.exit_signal) == (state, 0, signum)
+
+
 def test_reload_restarts_on_code_change_and_exit_status_is_right(workers):
     # DEBUG is False in the test settings: --reload always turns reloading on explicitly.
     proc = workers.start("--reload", "always", "--tick", "0.2")

@@ -13,6 +13,7 @@ from django.utils.translation import ngettext
 from ..engine import get_engine
 from ..models import TaskExec, WorkerStatus
 from ..registry import tasks_registry
+from ..serialization import Undecodable
 from . import display
 from .dashboard import dashboard_view
 from .listing import PREVIEW, CappedPaginator, ExecutionChangeList, QueueFilter, TaskNameFilter, WorkerFilter
@@ -51,7 +52,8 @@ class TaskExecAdmin(admin.ModelAdmin):
     list_select_related = ("worker",)
     show_full_result_count = False
     list_per_page = 50
-    actions = ["requeue", "cancel"]
+    # The names of django-toosimple-q 1.x's actions, so that posts and code written for it still work.
+    actions = ["action_requeue", "action_cancel"]
     fieldsets = (
         (None, {"fields": ("id", "task_name", "state_display", "queue", "priority", "worker_link")}),
         (_("Times"), {"fields": ("created", "due", "started", "finished", "duration_display")}),
@@ -245,11 +247,14 @@ class TaskExecAdmin(admin.ModelAdmin):
     # -- actions ---------------------------------------------------------------------------------
 
     @admin.action(description=_("Requeue: run the same call again"), permissions=["requeue"])
-    def requeue(self, request, queryset):
+    def action_requeue(self, request, queryset):
         engine = get_engine()
         now = timezone.now()
-        created = []
+        created, unreadable = [], []
         for execution in queryset.defer("result", "error", "output").order_by("id"):
+            if isinstance(execution.args, Undecodable) or isinstance(execution.kwargs, Undecodable):
+                unreadable.append(execution.pk)  # e.g. a 1.x pickle the upgrade could not convert
+                continue
             # The task's current options when this process knows it, else the row's own.
             task = tasks_registry.get(execution.task_name)
             new = engine.requeue(
@@ -272,9 +277,16 @@ class TaskExecAdmin(admin.ModelAdmin):
                 % {"count": len(created), "ids": ", ".join(f"#{pk}" for pk in created)},
                 messages.SUCCESS,
             )
+        if unreadable:
+            self.message_user(
+                request,
+                _("Not requeued, their arguments cannot be read (queue the call again from your code): %(ids)s.")
+                % {"ids": ", ".join(f"#{pk}" for pk in unreadable)},
+                messages.WARNING,
+            )
 
     @admin.action(description=_("Cancel: never run these waiting executions"), permissions=["cancel"])
-    def cancel(self, request, queryset):
+    def action_cancel(self, request, queryset):
         ids = list(queryset.order_by("id").values_list("pk", flat=True))
         cancelled = get_engine().cancel(ids, timezone.now())
         skipped = len(ids) - len(cancelled)

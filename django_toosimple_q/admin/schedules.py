@@ -44,8 +44,8 @@ from . import display
 
 #: Characters of a schedule's call shown in the list.
 CALL_PREVIEW = 80
-#: The value of the ``action`` field that runs the selected schedules now.
-RUN_NOW = "run_now"
+#: The value of the ``action`` field that runs the selected schedules now (1.x's name for it).
+RUN_NOW = "action_force_run"
 
 # -- human descriptions of cron expressions ------------------------------------------------------------
 

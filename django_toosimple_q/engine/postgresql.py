@@ -48,7 +48,7 @@ def ping_channel(worker_id: int) -> str:
 def read_payload(payload: str) -> tuple[str, bool]:
     """``(queue, sleeping)`` from a payload of the triggers: ``"<queue>"`` when an execution became
     QUEUED, ``"sleeping <queue>"`` when one was inserted SLEEPING; ``"queued <queue>"`` when it became
-    QUEUED in a queue whose own name starts with one of these prefixes (migration 0009)."""
+    QUEUED in a queue whose own name starts with one of these prefixes (migration 0024)."""
     kind, space, rest = payload.partition(" ")
     if space and kind in ("sleeping", "queued"):
         return rest, kind == "sleeping"

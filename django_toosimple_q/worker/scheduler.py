@@ -67,7 +67,10 @@ class Scheduler:
             if not occurrences:
                 self.next_due[schedule.name] = self._next_due(schedule, last_due, now)
                 return
-            executions = [schedule.new_exec(occurrence) for occurrence in occurrences]
+            if last_due is None:  # run_on_creation: now, as its cron's latest occurrence (as in 1.x)
+                executions = [schedule.new_exec(schedule.latest_until(now), due=now)]
+            else:
+                executions = [schedule.new_exec(occurrence) for occurrence in occurrences]
             # The row's own value (not a conversion of it) is what the conditional UPDATE must match.
             saved = self.engine.advance_schedule(schedule.name, row.last_due, to_db(occurrences[-1]), executions)
             if saved is not None:

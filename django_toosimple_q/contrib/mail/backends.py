@@ -12,8 +12,6 @@ from django.core.mail.backends.base import BaseEmailBackend
 
 logger = logging.getLogger("django_toosimple_q.contrib.mail")
 
-APP = "django_toosimple_q.contrib.mail"
-
 
 class QueueBackend(BaseEmailBackend):
     """Stores each batch of messages as one execution of the delivery task and returns at once.
@@ -28,11 +26,13 @@ class QueueBackend(BaseEmailBackend):
         # fail_silently is handled here rather than passed on: Django >= 6.1 deprecates it in the base class.
         super().__init__(**kwargs)
         self.fail_silently = fail_silently
-        for app, what in (("django_toosimple_q", "the queue"), (APP, "the delivery task")):
-            if not apps.is_installed(app):
-                raise ImproperlyConfigured(
-                    f"QueueBackend needs {app!r} in INSTALLED_APPS (for {what}); add it, or change EMAIL_BACKEND"
-                )
+        # The delivery task is loaded when emails are queued, and by the worker (see load_delivery_task),
+        # so only the queue itself must be installed; a system check recommends the contrib app too.
+        if not apps.is_installed("django_toosimple_q"):
+            raise ImproperlyConfigured(
+                "QueueBackend needs 'django_toosimple_q' in INSTALLED_APPS (for the queue); add it, or change "
+                "EMAIL_BACKEND"
+            )
 
     def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
         from .tasks import queue_emails

@@ -10,6 +10,7 @@ import sys
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from ...contrib.mail import load_delivery_task
 from ...worker import Worker, run_process
 from ...worker.worker import DEFAULT_GRACE, DEFAULT_TICK, DEFAULT_TIMEOUT
 from ...worker.reloader import run_with_reloader
@@ -118,6 +119,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         _show_logs(options["verbosity"])
+        # Emails queued through EMAIL_BACKEND are served even without the contrib app installed (as in 1.x).
+        load_delivery_task()
         # Autoreload restarts the command line as a child process: from call_command() (a shell, a
         # test, a script) that would run the caller again, so an in-process worker never reloads.
         own_process = getattr(self, "_called_from_command_line", False)

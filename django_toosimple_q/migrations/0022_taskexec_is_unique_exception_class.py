@@ -12,7 +12,7 @@ def mark_unique(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('toosimpleq', '0006_taskexec_crashes'),
+        ('toosimpleq', '0021_taskexec_crashes'),
     ]
 
     operations = [

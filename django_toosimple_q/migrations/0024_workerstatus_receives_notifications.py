@@ -38,7 +38,7 @@ def backwards(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("toosimpleq", "0008_workerstatus_verbose_names"),
+        ("toosimpleq", "0023_workerstatus_verbose_names"),
     ]
 
     operations = [

@@ -42,5 +42,5 @@ def backwards(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("toosimpleq", "0001_initial")]
+    dependencies = [("toosimpleq", "0019_upgrade_finish")]
     operations = [migrations.RunPython(forwards, backwards)]

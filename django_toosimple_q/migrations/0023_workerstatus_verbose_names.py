@@ -5,7 +5,7 @@ from django.db import migrations
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("toosimpleq", "0007_taskexec_is_unique_exception_class"),
+        ("toosimpleq", "0022_taskexec_is_unique_exception_class"),
     ]
 
     operations = [

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('toosimpleq', '0005_scheduleexec_force_run_permission'),
+        ('toosimpleq', '0020_postgresql_notify'),
     ]
 
     operations = [
