@@ -10,7 +10,7 @@
 
 Django ``@task`` functions then run on ``manage.py worker`` like tasks registered with
 ``@register_task``. This module imports on every supported Django version; on Django < 6.0 the
-backend refuses to be created and says why. The implementation is in ``tasks_backend``.
+backend refuses to be created and says why. The implementation is the ``django_tasks`` subpackage.
 """
 
 from __future__ import annotations
@@ -25,15 +25,8 @@ AVAILABLE = django.VERSION >= (6, 0)
 
 
 if AVAILABLE:
-    from .tasks_backend import (
-        DjangoTaskAdapter,
-        ExecutionCancelled,
-        ExecutionInterrupted,
-        ExecutionInvalid,
-        QueueBackend,
-        QueuedTask,
-        adapter_for,
-    )
+    from .django_tasks import DjangoTaskAdapter, QueueBackend, QueuedTask, adapter_for
+    from .errors import ExecutionCancelled, ExecutionInterrupted, ExecutionInvalid
 else:
 
     class QueueBackend:  # type: ignore[no-redef]

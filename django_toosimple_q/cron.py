@@ -27,6 +27,8 @@ from typing import Iterator
 
 from croniter import CroniterBadDateError, croniter
 
+from .errors import InvalidCron
+
 #: The expression of a schedule that never fires by itself (run it with ``run_schedule_now``).
 MANUAL = "manual"
 
@@ -35,8 +37,6 @@ UTC = datetime.timezone.utc
 _SHIFT_BOUND = datetime.timedelta(hours=3)
 
 
-class InvalidCron(ValueError):
-    """The cron expression cannot be used; the message says why."""
 
 
 def get_zone(name: str | None) -> datetime.tzinfo:

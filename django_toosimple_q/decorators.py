@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
-from .registry import ConfigurationError, Task, as_registered_task, tasks_registry
+from .backends import adapter_for
+from .registry import ConfigurationError, Task, tasks_registry
 from .schedules import Schedule, register_schedule
 
 
@@ -45,6 +46,14 @@ def default_task_name(func: Callable[..., Any]) -> str:
             "give it a name with @register_task(name=...)"
         )
     return f"{func.__module__}.{qualname}"
+
+
+def as_registered_task(obj: Any) -> Task | None:
+    """The registered ``Task`` behind ``obj``: ``obj`` itself, or the adapter of a Django ``@task``
+    function (Django >= 6.0, see ``backends``); None for anything else."""
+    if isinstance(obj, Task):
+        return obj
+    return adapter_for(obj)
 
 
 def schedule_task(

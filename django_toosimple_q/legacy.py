@@ -27,13 +27,12 @@ import zoneinfo
 from typing import Any
 
 from . import serialization
+from .errors import LegacyValueError
 
 #: Marks a stored value that the upgrade could not convert: the original base64 pickle follows.
 KEPT_PREFIX = "pickle:"
 
 
-class LegacyValueError(ValueError):
-    """A 1.x value that cannot become typed JSON; the message says what it holds."""
 
 
 # -- the restricted unpickler ---------------------------------------------------------------------

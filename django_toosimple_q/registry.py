@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from . import serialization, validation
 from .engine import get_engine
-from .errors import ConfigurationError  # noqa: F401 - also importable from here, as before
+from .errors import ConfigurationError, InvalidCall  # noqa: F401 - ConfigurationError also importable from here, as before
 
 if TYPE_CHECKING:
     from .models import TaskExec
@@ -69,7 +69,7 @@ class Task:
         try:
             self.signature.bind(*args, **kwargs)
         except TypeError as exc:
-            raise TypeError(f"Task {self.name!r} cannot be queued with these arguments: {exc}") from None
+            raise InvalidCall(f"Task {self.name!r} cannot be queued with these arguments: {exc}") from None
         try:
             return {
                 "args": serialization.dumps(list(args), "the arguments", wrapper=True),
@@ -87,7 +87,7 @@ class Task:
         try:
             serialization.dumps(value, what)
         except serialization.UnstorableValue as exc:
-            raise TypeError(f"Task {self.name!r} cannot be queued: {exc}") from None
+            raise InvalidCall(f"Task {self.name!r} cannot be queued: {exc}") from None
 
     def queue(self, *args: Any, due: datetime.datetime | None = None, **kwargs: Any) -> TaskExec:
         """Queue one call of this task and return its saved ``TaskExec`` (for a unique task whose
@@ -142,7 +142,7 @@ class Task:
             try:
                 encoded = self.check_call(args, kwargs)
             except TypeError as exc:
-                raise TypeError(f"Call #{index}: {exc}") from None
+                raise InvalidCall(f"Call #{index}: {exc}") from None
             executions.append(self.new_exec(args, kwargs, due, encoded=encoded))
         return get_engine().insert_many(executions)
 
@@ -159,16 +159,6 @@ def call_function(func: Callable[..., Any], args: Iterable, kwargs: dict) -> Any
     if inspect.iscoroutinefunction(func):
         return async_to_sync(func)(*args, **kwargs)
     return func(*args, **kwargs)
-
-
-def as_registered_task(obj: Any) -> Task | None:
-    """The registered ``Task`` behind ``obj``: ``obj`` itself, or the adapter of a Django ``@task``
-    function (Django >= 6.0, see ``backends``); None for anything else."""
-    if isinstance(obj, Task):
-        return obj
-    from .backends import adapter_for
-
-    return adapter_for(obj)
 
 
 class Call:

@@ -21,7 +21,10 @@ import re
 import uuid
 from typing import Any
 
+from .errors import UnstorableValue
 from .validation import show
+
+__all__ = ["UnstorableValue", "Undecodable", "dumps", "loads", "to_jsonable", "from_jsonable", "call_fingerprint"]
 
 TAG = "__tsq__"
 #: Containers (list, tuple, dict, set, frozenset) nest at most this deep: encoding, decoding and
@@ -33,20 +36,6 @@ MAX_INT_DIGITS = 4000
 _INT_LIMIT = 10**MAX_INT_DIGITS
 # Lone surrogates (e.g. from file names decoded with "surrogateescape") cannot be encoded in UTF-8.
 _SURROGATE_SPLIT = re.compile("([\ud800-\udfff])")
-
-
-class UnstorableValue(TypeError):
-    """Raised when a value has no faithful stored form; ``path`` says where it is, ``reason`` why."""
-
-    def __init__(self, value: Any, path: str, reason: str | None = None):
-        self.value = value
-        self.path = path
-        self.reason = reason or (
-            f"is a {type(value).__module__}.{type(value).__qualname__}, which cannot be stored; "
-            "use JSON types, tuple, set, bytes, datetime, date, time, timedelta, Decimal or UUID "
-            "(for a model instance, pass its primary key)"
-        )
-        super().__init__(f"{path} {self.reason}")
 
 
 class _Refused(Exception):

@@ -20,7 +20,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, InvalidCall, InvalidDue
 
 UTC = datetime.timezone.utc
 
@@ -166,7 +166,7 @@ def due_for_db(task_name: str, due: Any) -> datetime.datetime:
     ValueError for one out of range, both naming the task.
     """
     if not isinstance(due, datetime.datetime):
-        raise TypeError(
+        raise InvalidCall(
             f"Task {task_name!r}: due must be a datetime.datetime, not {type(due).__qualname__} {show(due)}"
             + (" (for a day, give a datetime at the hour you want)" if isinstance(due, datetime.date) else "")
         )
@@ -181,7 +181,7 @@ def due_for_db(task_name: str, due: Any) -> datetime.datetime:
     except (OverflowError, ValueError):  # beyond what a datetime holds once converted
         instant = None
     if instant is None or not EARLIEST_DUE <= instant <= LATEST_DUE:
-        raise ValueError(
+        raise InvalidDue(
             f"Task {task_name!r}: due {show(due)} is out of range: it must lie between "
             f"{EARLIEST_DUE.isoformat(' ', 'minutes')} and {LATEST_DUE.isoformat(' ', 'minutes')}, so that every "
             "database can store it and read it back in any time zone"

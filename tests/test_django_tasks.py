@@ -7,6 +7,8 @@ The Django tasks used here are in tests/app/django_tasks.py, so that worker subp
 from __future__ import annotations
 
 import datetime
+import logging
+import math
 
 import django
 import pytest
@@ -18,7 +20,8 @@ from django.utils import timezone
 from django_toosimple_q.backends import AVAILABLE
 from django_toosimple_q.engine import get_engine
 from django_toosimple_q.models import TaskExec, WorkerStatus
-from django_toosimple_q.registry import as_registered_task, tasks_registry
+from django_toosimple_q.decorators import as_registered_task
+from django_toosimple_q.registry import tasks_registry
 from tests.app.models import Record
 
 from .conftest import wait_for
@@ -250,7 +253,7 @@ def test_interrupted_execution_is_ready_again_then_runs(workers):
     waiting = dt.dj_record.get_result(result.id)
     assert waiting.status == TaskResultStatus.READY and waiting.worker_ids == [str(lost.pk)]
     [error] = waiting.errors
-    assert error.exception_class_path == "django_toosimple_q.tasks_backend.ExecutionInterrupted"
+    assert error.exception_class_path == "django_toosimple_q.errors.ExecutionInterrupted"
     assert "stopped responding" in error.traceback
     assert workers.run("--until_done").returncode == 0
     done = dt.dj_record.get_result(result.id)
@@ -272,7 +275,7 @@ def test_executions_that_never_ran_are_failed(state, class_name):
     TaskExec.objects.filter(pk=result.id).update(state=state, error="why", finished=timezone.now())
     failed = dt.dj_record.get_result(result.id)
     assert failed.status == TaskResultStatus.FAILED and failed.finished_at is not None
-    assert [e.exception_class_path for e in failed.errors] == [f"django_toosimple_q.tasks_backend.{class_name}"]
+    assert [e.exception_class_path for e in failed.errors] == [f"django_toosimple_q.errors.{class_name}"]
 
 
 @needs_tasks
@@ -283,7 +286,7 @@ def test_time_limit_from_options_fails_the_task(workers):
     assert done.returncode == 0, done.stderr
     failed = dt.dj_limited.get_result(result.id)
     assert failed.status == TaskResultStatus.FAILED
-    assert failed.errors[0].exception_class_path == "django_toosimple_q.worker.isolation.TimeLimitExceeded"
+    assert failed.errors[0].exception_class_path == "django_toosimple_q.errors.TimeLimitExceeded"
     assert "Time limit of 1s exceeded" in failed.errors[0].traceback
 
 
@@ -386,7 +389,8 @@ def test_cron_schedule_on_a_django_task():
         assert returned is dt.dj_add  # the module keeps its Django Task
         call_command("worker", "--until_done", verbosity=0)
         scheduled = TaskExec.objects.filter(task_name=as_registered_task(dt.dj_add).name).order_by("id")
-        assert scheduled.count() == 1 and scheduled[0].args == [2, 3]
+        # The run on creation, and one more if the worker's run crossed a second boundary (a loaded machine).
+        assert 1 <= scheduled.count() <= 2 and all(e.args == [2, 3] for e in scheduled)
         result = dt.dj_add.get_result(str(scheduled[0].pk))
         assert result.status == TaskResultStatus.SUCCESSFUL and result.return_value["sum"] == 5
 
@@ -396,3 +400,24 @@ def test_cron_schedule_on_a_django_task():
     finally:
         schedules_registry.pop("dj_add_every_second", None)
         schedules_registry.pop("dj_add_on_demand", None)
+
+
+@needs_tasks
+def test_djangos_log_line_of_a_failed_task_carries_its_traceback(run_worker, caplog):
+    """Django's task_finished receiver logs with sys.exc_info(), as its own backends send the signal in
+    the exception handler: ours gives it the task's exception."""
+    dt.dj_fail.enqueue("logged boom")
+    with caplog.at_level(logging.INFO, logger="django.tasks"):
+        run_worker("--until_done")
+    failed = [r for r in caplog.records if r.name == "django.tasks" and "state=FAILED" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].levelno == logging.ERROR
+    assert failed[0].exc_info and failed[0].exc_info[0] is dt.TaskBoom
+    assert "logged boom" in caplog.text and "Traceback" in caplog.text
+
+
+@needs_tasks
+def test_result_args_are_the_values_passed_as_django_normalises_them():
+    result = dt.dj_add.enqueue(float("nan"), b=(1, 2))
+    assert math.isnan(result.args[0]) and result.kwargs == {"b": [1, 2]}
+    again = dt.dj_add.get_backend().get_result(result.id)
+    assert math.isnan(again.args[0]) and again.kwargs == {"b": [1, 2]}

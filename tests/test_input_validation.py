@@ -16,6 +16,7 @@ from django.test import override_settings
 from django.urls import reverse
 from django.utils import timezone
 
+from django_toosimple_q.errors import InvalidCall
 from django_toosimple_q import serialization, validation
 from django_toosimple_q.backends import AVAILABLE
 from django_toosimple_q.decorators import register_task, schedule_task
@@ -273,7 +274,7 @@ def test_unstorable_arguments_are_type_errors_naming_the_task_and_the_argument(a
 
     with pytest.raises(TypeError, match=r"Task 'takes_anything' cannot be queued: " + message) as refused:
         takes_anything.queue(*args, **kwargs)
-    assert type(refused.value) is TypeError  # not ValueError, RecursionError or the driver's errors
+    assert type(refused.value) is InvalidCall and isinstance(refused.value, TypeError)  # not ValueError, RecursionError or the driver's errors
     with pytest.raises(TypeError, match=r"Call #1: Task 'takes_anything' cannot be queued: " + message):
         takes_anything.queue_many([Call(1), Call(*args, **kwargs)])
     assert not TaskExec.objects.exists()
@@ -410,3 +411,26 @@ def test_mail_settings_use_the_same_rules(setting, value, message):
         with pytest.raises(ImproperlyConfigured, match=message):
             queue_emails([EmailMessage("subject", "body", "from@example.com", ["to@example.com"])])
     assert not TaskExec.objects.exists()
+
+
+def test_every_refusal_is_a_toosimpleq_error_and_the_builtin_it_always_was(clean_registry):
+    """One base class to catch them all, without breaking code that catches TypeError/ValueError."""
+    from django_toosimple_q.decorators import register_task
+    from django_toosimple_q.errors import ConfigurationError, InvalidCall, InvalidDue, ToosimpleQError
+
+    @register_task(name="one_arg")
+    def one_arg(x):
+        return x
+
+    with pytest.raises(InvalidCall) as refused:
+        one_arg.queue()
+    assert isinstance(refused.value, (ToosimpleQError, TypeError))
+    with pytest.raises(InvalidCall) as refused:
+        one_arg.queue(object())
+    assert isinstance(refused.value, (ToosimpleQError, TypeError))
+    with pytest.raises(InvalidDue) as refused:
+        one_arg.queue(1, due=datetime.datetime.max.replace(tzinfo=datetime.timezone.utc))
+    assert isinstance(refused.value, (ToosimpleQError, ValueError))
+    with pytest.raises(ConfigurationError) as refused:
+        register_task(name="bad", retries=-1)(lambda: None)
+    assert isinstance(refused.value, (ToosimpleQError, ValueError))

@@ -22,15 +22,13 @@ from typing import TYPE_CHECKING
 
 from django.db import connections
 
+from ..errors import ChildDied, TimeLimitExceeded
+
 if TYPE_CHECKING:  # this module is imported by the child before Django is set up: no models here
     from ..engine.outcome import Outcome
     from ..models import TaskExec
 
 logger = logging.getLogger("django_toosimple_q.worker")
-
-
-class TimeLimitExceeded(Exception):
-    pass
 
 
 #: Seconds a new child process gets to set Django up before it counts as failed.
@@ -101,10 +99,6 @@ class ChildRunner:
         self.last_exitcode = self.process.exitcode
         self.process = None
         self.conn = None
-
-
-class ChildDied(Exception):
-    pass
 
 
 # -- in the child process ---------------------------------------------------------------------------

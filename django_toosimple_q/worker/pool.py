@@ -16,7 +16,8 @@ from .. import signals
 from ..engine.outcome import Outcome
 from ..models import TaskExec
 from .executor import failed_outcome, run_execution, runs_isolated, timeout_of
-from .isolation import ChildDied, ChildRunner, TimeLimitExceeded
+from ..errors import ChildDied, TimeLimitExceeded
+from .isolation import ChildRunner
 
 logger = logging.getLogger("django_toosimple_q.worker")
 

@@ -7,7 +7,8 @@ import os
 import sys
 import threading
 
-from .worker import EXIT_CRASHED, StartupError, Worker
+from ..errors import StartupError
+from .worker import EXIT_CRASHED, Worker
 
 logger = logging.getLogger("django_toosimple_q.worker")
 

@@ -19,6 +19,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.utils import timezone
 
 from .. import conf, signals
+from ..errors import StartupError
 from ..engine import Selection, get_engine
 from ..engine.outcome import Outcome
 from ..models import TaskExec, WorkerStatus
@@ -41,10 +42,6 @@ EXIT_RELOAD = 3  # asks the autoreloading parent to start a fresh child
 DEFAULT_TICK = 10.0
 DEFAULT_TIMEOUT = 120.0
 DEFAULT_GRACE = 25.0
-
-
-class StartupError(Exception):
-    """The worker cannot start as configured; the message says what to do."""
 
 
 class Worker:
@@ -271,7 +268,7 @@ class Worker:
             self._in_flight.pop(execution.pk, None)
             log_outcome(execution, outcome, ok)
             if ok:
-                signals.send(signals.task_finished, execution)
+                signals.send(signals.task_finished, execution, exception=outcome.exception)
         return (free if claim else 0), claimed
 
     def _check_listener(self) -> None:

@@ -19,8 +19,10 @@ def queue_backend_configured() -> bool:
     the ``default`` entry of ``MAILERS``."""
     from django.conf import settings
 
-    default_mailer = (getattr(settings, "MAILERS", None) or {}).get("default") or {}
-    return settings.EMAIL_BACKEND in QUEUE_BACKENDS or default_mailer.get("BACKEND") in QUEUE_BACKENDS
+    mailers = getattr(settings, "MAILERS", None)
+    if mailers:  # Django >= 6.1 refuses to read EMAIL_BACKEND when MAILERS is set
+        return (mailers.get("default") or {}).get("BACKEND") in QUEUE_BACKENDS
+    return getattr(settings, "EMAIL_BACKEND", None) in QUEUE_BACKENDS
 
 
 def load_delivery_task() -> None:

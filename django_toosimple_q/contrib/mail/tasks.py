@@ -21,9 +21,10 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from ... import validation
+from ...errors import ToosimpleQError
 from ...decorators import register_task
-from ...models import TaskExec
 from ...engine import get_engine
+from ...models import TaskExec
 from .serialization import message_from_data, message_to_data
 
 logger = logging.getLogger("django_toosimple_q.contrib.mail")
@@ -34,7 +35,7 @@ DEFAULT_RETRIES = 10
 DEFAULT_RETRY_DELAY = 30.0
 
 
-class EmailDeliveryError(Exception):
+class EmailDeliveryError(ToosimpleQError):
     """The delivery backend did not send a message (it raised, or reported nothing sent)."""
 
 
