@@ -61,6 +61,11 @@ class Task:
         outcome); an ``async def`` function runs on an event loop of its own."""
         return call_function(self.func, execution.args, execution.kwargs)
 
+    def storable_result(self, value: Any) -> Any:
+        """What of the task's return value is stored (the value itself); raises ``UnstorableValue``
+        when it cannot be: the execution then fails, not retried (the task did run)."""
+        return value
+
     # -- queuing -------------------------------------------------------------------------------------
 
     def check_call(self, args: tuple, kwargs: dict) -> dict[str, str]:

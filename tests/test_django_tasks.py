@@ -421,3 +421,14 @@ def test_result_args_are_the_values_passed_as_django_normalises_them():
     assert math.isnan(result.args[0]) and result.kwargs == {"b": [1, 2]}
     again = dt.dj_add.get_backend().get_result(result.id)
     assert math.isnan(again.args[0]) and again.kwargs == {"b": [1, 2]}
+
+
+@needs_tasks
+def test_a_result_json_cannot_hold_fails_the_call_without_retrying_it(run_worker):
+    result = dt.dj_returns_object.enqueue()
+    run_worker("--until_done")
+    execution = TaskExec.objects.get()  # one attempt only, although the backend retries failures
+    assert execution.state == States.FAILED and "must be JSON-serializable" in execution.error
+    assert execution.exception_class == "django_toosimple_q.errors.UnstorableValue"
+    result.refresh()
+    assert result.status == TaskResultStatus.FAILED

@@ -41,7 +41,10 @@ class DjangoTaskAdapter(Task):
         if django_task.takes_context:
             result = result_of_chain(chain_to(execution), django_task.backend)
             args.insert(0, TaskContext(task_result=result))
-        value = call_function(django_task.func, args, execution.kwargs)
+        return call_function(django_task.func, args, execution.kwargs)
+
+    def storable_result(self, value: Any) -> Any:
+        """Django's contract: the result is what JSON gives back (a tuple becomes a list)."""
         return json_round_trip(value, f"The return value of {self.name}")
 
     def send(self, signal: Any, execution: TaskExec) -> None:

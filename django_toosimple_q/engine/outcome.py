@@ -8,14 +8,16 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import validation
 from ..models import TaskExec
 
 States = TaskExec.States
 
-#: The longest retry delay applied, whatever a row says (registration refuses more).
-MAX_RETRY_DELAY = 100 * 365.25 * 86400
-#: A due time every database and Python can store and read back in any time zone.
-LATEST_DUE = datetime.datetime(9000, 1, 1, tzinfo=datetime.timezone.utc)
+#: The longest retry delay applied, whatever a row says (registration refuses longer chains).
+MAX_RETRY_DELAY = validation.MAX_RETRY_WAIT.total_seconds()
+#: Where a retry lands when its delay overflows a datetime (only rows written by hand or by other
+#: versions can ask for that): a due time every database stores and reads back in any time zone.
+LATEST_DUE = validation.LATEST_DUE
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,7 @@ def run_execution(execution: TaskExec) -> Outcome:
             exception=exception,
         )
     try:
+        result = task.storable_result(result)
         encoded = serialization.dumps(result, "the result")
         encoded.encode("utf-8")
     except Exception as exc:  # noqa: BLE001 - UnstorableValue, or anything a strange value raises

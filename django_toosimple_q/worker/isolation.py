@@ -73,18 +73,30 @@ class ChildRunner:
         (the child is killed) after ``timeout`` seconds (None: no limit), ChildDied if the child ended."""
         if self.process is None or not self.process.is_alive():
             self._start()
-        self.conn.send(execution)
-        if self.conn.poll(timeout):
+        conn = self.conn
+        conn.send(execution)
+        if conn.poll(timeout):
             try:
-                return self.conn.recv()
+                return conn.recv()
             except (EOFError, OSError):
-                pass  # the child died (e.g. os._exit or a crash in the task)
+                pass  # the child died (e.g. os._exit or a crash in the task, or killed by ``kill``)
             self.close(kill=True)
             raise ChildDied(f"The process running the task ended unexpectedly (exit code {self.last_exitcode}).")
         self.close(kill=True)
         raise TimeLimitExceeded(f"Time limit of {timeout:g}s exceeded: the task was stopped.")
 
+    def kill(self) -> None:
+        """Stop what the child runs, now (from any thread: the owning task thread then sees the child
+        gone and cleans up with ``close``)."""
+        process = self.process
+        if process is not None and process.is_alive():
+            try:
+                os.kill(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
     def close(self, kill: bool = False) -> None:
+        """End the child (called by the owning task thread only)."""
         if self.process is None:
             return
         if kill and self.process.is_alive():

@@ -77,7 +77,7 @@ class TaskPool:
     def kill_children(self) -> None:
         """Stop what runs in child processes now (the worker gave up waiting for it)."""
         for child in self._children:
-            child.close(kill=True)
+            child.kill()
 
     # -- in each thread -----------------------------------------------------------------------------
 

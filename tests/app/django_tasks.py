@@ -78,3 +78,9 @@ if django.VERSION >= (6, 1):  # @task passes extra options to the task class sin
         """Our own option on a Django task: retried once, overriding the backend's OPTIONS."""
         Record.objects.create(key=message, pid=os.getpid())
         raise TaskBoom(message)
+
+
+@task(backend="retrying")
+def dj_returns_object():
+    """Returns what JSON cannot hold: the call fails, and is not retried (it did run)."""
+    return object()

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from ...contrib.mail import load_delivery_task
+from ... import validation
 from ...worker import Worker, run_process
 from ...worker.worker import DEFAULT_GRACE, DEFAULT_TICK, DEFAULT_TIMEOUT
 from ...worker.reloader import run_with_reloader
@@ -31,6 +32,16 @@ def _seconds(minimum: float, inclusive: bool):
 
     parse.__name__ = "seconds"
     return parse
+
+
+def _time_limit(text: str) -> float:
+    """``--task_timeout``: as a task's own ``timeout`` (the same bounds, see ``validation``)."""
+    value = _seconds(0, inclusive=False)(text)
+    if value > validation.MAX_TIMEOUT.total_seconds():
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: at most {validation.MAX_TIMEOUT.total_seconds():g} seconds ({validation.MAX_TIMEOUT.days} days)"
+        )
+    return value
 
 
 def _threads(text: str) -> int:
@@ -94,7 +105,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--task_timeout",
-            type=_seconds(0, inclusive=False),
+            type=_time_limit,
             default=None,
             help="time limit in seconds for tasks that set none themselves; such tasks run in a child "
             "process that is killed past it (default: no limit)",
