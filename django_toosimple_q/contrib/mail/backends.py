@@ -22,6 +22,9 @@ class QueueBackend(BaseEmailBackend):
     queued is logged and counted as not sent instead of raising.
     """
 
+    #: Says "this backend queues, it does not deliver" (``TOOSIMPLEQ_EMAIL_BACKEND`` must deliver).
+    queues_emails = True
+
     def __init__(self, fail_silently: bool = False, **kwargs) -> None:
         # fail_silently is handled here rather than passed on: Django >= 6.1 deprecates it in the base class.
         super().__init__(**kwargs)

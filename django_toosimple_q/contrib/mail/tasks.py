@@ -121,15 +121,13 @@ def retry_settings() -> tuple[int, float]:
 
 def delivery_backend():
     """A new instance of the backend that really sends (``TOOSIMPLEQ_EMAIL_BACKEND``)."""
-    from .backends import QueueBackend
-
     name = getattr(settings, "TOOSIMPLEQ_EMAIL_BACKEND", DEFAULT_BACKEND)
     mailers = getattr(mail, "mailers", None)  # Django >= 6.1: a name from settings.MAILERS works too
     if mailers is not None and "." not in name and name in mailers:
         backend = mailers[name]
     else:
         backend = import_string(name)()
-    if isinstance(backend, QueueBackend):
+    if getattr(backend, "queues_emails", False):
         raise ImproperlyConfigured(
             "TOOSIMPLEQ_EMAIL_BACKEND must be the backend that really sends (e.g. "
             f"{DEFAULT_BACKEND!r}), not the queue backend itself"
