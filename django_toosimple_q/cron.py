@@ -21,11 +21,17 @@ zone by their wall-clock reading, ignoring ``fold``, which would be wrong in a r
 from __future__ import annotations
 
 import datetime
+import functools
 import threading
 import zoneinfo
+from pathlib import Path
 from typing import Iterator
 
+import cron_descriptor
+from cron_descriptor import ExpressionDescriptor, Options
 from croniter import CroniterBadDateError, croniter
+from django.utils import translation
+from django.utils.translation import gettext_lazy as _
 
 from .errors import InvalidCron
 
@@ -201,3 +207,75 @@ def _normal(aware: datetime.datetime) -> datetime.datetime:
 
 def _offset_at(timestamp: int, zone: datetime.tzinfo) -> datetime.timedelta | None:
     return datetime.datetime.fromtimestamp(timestamp, tz=zone).utcoffset()
+
+
+# -- in words ---------------------------------------------------------------------------------------
+
+#: croniter's aliases, spelled out for cron-descriptor, which only reads fields.
+ALIASES = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+
+def _descriptor_locales() -> dict[str, str]:
+    """cron-descriptor's locale codes (``fr_FR``) by Django language code (``fr``, ``fr-ca``...)."""
+    found: dict[str, str] = {}
+    for mo in sorted((Path(cron_descriptor.__file__).parent / "locale").glob("*.mo")):
+        code = mo.stem  # e.g. pt_PT
+        found.setdefault(code.lower().replace("_", "-"), code)
+        found.setdefault(code.split("_")[0].lower(), code)
+    return found
+
+
+@functools.lru_cache(maxsize=1)
+def descriptor_locales() -> dict[str, str]:
+    try:
+        return _descriptor_locales()
+    except Exception:  # noqa: BLE001 - a packaging oddity only costs the translation
+        return {}
+
+
+def descriptor_locale(language: str | None) -> str:
+    language = (language or "en").lower()
+    locales = descriptor_locales()
+    return locales.get(language) or locales.get(language.split("-")[0]) or "en_US"
+
+
+@functools.lru_cache(maxsize=512)
+def _describe(expression: str, locale: str) -> str | None:
+    try:
+        Cron(expression, datetime.timezone.utc)  # cron-descriptor would describe "99 * * * *" too
+    except InvalidCron:
+        return None
+    fields = ALIASES.get(expression.strip().lower(), expression).split()
+    if len(fields) == 6:
+        # Our sixth field is the seconds, *last* (croniter's order); cron-descriptor reads six
+        # fields as seconds *first*.
+        fields = [fields[5], *fields[:5]]
+    if len(fields) != 5 and len(fields) != 6:
+        return None
+    options = Options()
+    options.locale_code = locale
+    options.use_24hour_time_format = True
+    options.verbose = False
+    try:
+        return ExpressionDescriptor(" ".join(fields), options).get_description()
+    except Exception:  # noqa: BLE001 - cron-descriptor raises several types; the expression stays shown
+        return None
+
+
+def describe_cron(expression: str) -> str:
+    """A sentence for ``expression`` in the active language (cron-descriptor), or a plain fallback when
+    none can be made. Seconds are our sixth field, last."""
+    if expression == MANUAL:
+        return str(_("Never by itself: only when run on demand"))
+    described = _describe(expression, descriptor_locale(translation.get_language()))
+    if described is None:
+        return str(_("No description available for this expression"))
+    return described

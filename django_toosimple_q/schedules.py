@@ -70,6 +70,28 @@ class Schedule:
         """The first occurrence strictly after ``moment`` (UTC), or None for a manual schedule."""
         return self.parsed_cron.next_after(moment)
 
+    def first_last_due(self, now: datetime.datetime) -> datetime.datetime | None:
+        """The ``last_due`` of this schedule's row when a worker first sees it: ``now`` (its timeline
+        starts: the next occurrence is the first to run), or None with ``run_on_creation``, meaning "never
+        ran" so that one execution is queued at once."""
+        return None if self.run_on_creation else now
+
+    def next_due(
+        self, last_due: datetime.datetime | None, now: datetime.datetime, *, seen: bool = True
+    ) -> datetime.datetime | None:
+        """When a worker queues this schedule next: the one rule the scheduler and the admin share.
+
+        ``last_due`` is the row's (aware); ``seen=False``: no worker has seen the schedule yet (no row),
+        as if its row were created now. Returns ``now`` for a first run waiting to happen, None when the
+        schedule never fires by itself (``cron="manual"``)."""
+        if not seen:
+            last_due = self.first_last_due(now)
+        if last_due is None:
+            return now
+        if self.manual:
+            return None
+        return self.next_after(last_due)
+
     def latest_until(self, moment: datetime.datetime) -> datetime.datetime | None:
         """The latest occurrence at or before ``moment``: the one a ``run_on_creation`` run stands
         for. None for a manual schedule (or one that did not occur in the ten years before)."""

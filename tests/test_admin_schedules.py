@@ -14,7 +14,7 @@ from django.test import override_settings
 from django.urls import reverse
 from django.utils import timezone, translation
 
-from django_toosimple_q.admin.schedules import describe_cron
+from django_toosimple_q.cron import describe_cron
 from django_toosimple_q.decorators import register_task
 from django_toosimple_q.models import ScheduleExec, TaskExec
 from django_toosimple_q.registry import schedules_registry

@@ -15,13 +15,9 @@ read-only change view.
 from __future__ import annotations
 
 import datetime
-import functools
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import cron_descriptor
-from cron_descriptor import ExpressionDescriptor, Options
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.options import csrf_protect_m
@@ -29,14 +25,15 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils import timezone, translation
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from ..conf import queue_database
-from ..cron import MANUAL, Cron, InvalidCron
+from ..cron import describe_cron
+from ..errors import InvalidCron
 from ..models import ScheduleExec, TaskExec
 from ..registry import schedules_registry
 from ..schedules import Schedule, run_schedule_now, to_aware
@@ -46,77 +43,6 @@ from . import display
 CALL_PREVIEW = 80
 #: The value of the ``action`` field that runs the selected schedules now (1.x's name for it).
 RUN_NOW = "action_force_run"
-
-# -- human descriptions of cron expressions ------------------------------------------------------------
-
-#: croniter's aliases, spelled out for cron-descriptor, which only reads fields.
-ALIASES = {
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-    "@monthly": "0 0 1 * *",
-    "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@hourly": "0 * * * *",
-}
-
-
-def _descriptor_locales() -> dict[str, str]:
-    """cron-descriptor's locale codes (``fr_FR``) by Django language code (``fr``, ``fr-ca``...)."""
-    found: dict[str, str] = {}
-    for mo in sorted((Path(cron_descriptor.__file__).parent / "locale").glob("*.mo")):
-        code = mo.stem  # e.g. pt_PT
-        found.setdefault(code.lower().replace("_", "-"), code)
-        found.setdefault(code.split("_")[0].lower(), code)
-    return found
-
-
-@functools.lru_cache(maxsize=1)
-def descriptor_locales() -> dict[str, str]:
-    try:
-        return _descriptor_locales()
-    except Exception:  # noqa: BLE001 - a packaging oddity only costs the translation
-        return {}
-
-
-def descriptor_locale(language: str | None) -> str:
-    language = (language or "en").lower()
-    locales = descriptor_locales()
-    return locales.get(language) or locales.get(language.split("-")[0]) or "en_US"
-
-
-@functools.lru_cache(maxsize=512)
-def _describe(expression: str, locale: str) -> str | None:
-    try:
-        Cron(expression, datetime.timezone.utc)  # cron-descriptor would describe "99 * * * *" too
-    except InvalidCron:
-        return None
-    fields = ALIASES.get(expression.strip().lower(), expression).split()
-    if len(fields) == 6:
-        # Our sixth field is the seconds, *last* (croniter's order); cron-descriptor reads six
-        # fields as seconds *first*.
-        fields = [fields[5], *fields[:5]]
-    if len(fields) != 5 and len(fields) != 6:
-        return None
-    options = Options()
-    options.locale_code = locale
-    options.use_24hour_time_format = True
-    options.verbose = False
-    try:
-        return ExpressionDescriptor(" ".join(fields), options).get_description()
-    except Exception:  # noqa: BLE001 - cron-descriptor raises several types; the expression stays shown
-        return None
-
-
-def describe_cron(expression: str) -> str:
-    """A sentence for ``expression`` in the active language, or a plain fallback when none can be made."""
-    if expression == MANUAL:
-        return str(_("Never by itself: only when run on demand"))
-    described = _describe(expression, descriptor_locale(translation.get_language()))
-    if described is None:
-        return str(_("No description available for this expression"))
-    return described
-
 
 # -- one line of the list ----------------------------------------------------------------------------------
 
@@ -140,24 +66,20 @@ class Line:
         schedule = self.schedule
         if schedule is None:
             return None, str(_("not in the code any more"))
-        # The worker's rules (worker/scheduler.py): a schedule seen for the first time starts its
-        # timeline now, or runs at once with run_on_creation (even a manual one); a row without
-        # last_due is such a pending first run.
         try:
             if self.row is None:
-                if schedule.run_on_creation:
+                due = schedule.next_due(None, now, seen=False)
+                if due is not None and schedule.run_on_creation:
                     return None, str(_("as soon as a worker sees it"))
-                if schedule.manual:
-                    return None, str(_("only on demand"))
-                return schedule.next_after(now), ""
-            last_due = to_aware(self.row.last_due)
-            if last_due is None:
-                return None, str(_("at the next pass of a worker"))
-            if schedule.manual:
-                return None, str(_("only on demand"))
-            return schedule.next_after(last_due), ""
+            else:
+                due = schedule.next_due(to_aware(self.row.last_due), now)
+                if due is not None and self.row.last_due is None:
+                    return None, str(_("at the next pass of a worker"))
         except InvalidCron:
             return None, str(_("invalid cron expression"))
+        if due is None:
+            return None, str(_("only on demand"))
+        return due, ""
 
 
 def lines() -> list[Line]:

@@ -45,7 +45,7 @@ class Scheduler:
             self.engine.reactivate_schedules(self.schedules)
         for name, schedule in self.schedules.items():
             row = rows.get(name) or self.engine.ensure_schedule_row(name, self._first_last_due(schedule, now))
-            self.next_due[name] = self._next_due(schedule, to_aware(row.last_due), now)
+            self.next_due[name] = schedule.next_due(to_aware(row.last_due), now)
 
     def next_wake_up(self) -> datetime.datetime | None:
         return min((due for due in self.next_due.values() if due is not None), default=None)
@@ -65,7 +65,7 @@ class Scheduler:
             last_due = to_aware(row.last_due)
             occurrences = self._missed(schedule, last_due, now)
             if not occurrences:
-                self.next_due[schedule.name] = self._next_due(schedule, last_due, now)
+                self.next_due[schedule.name] = schedule.next_due(last_due, now)
                 return
             if last_due is None:  # run_on_creation: now, as its cron's latest occurrence (as in 1.x)
                 executions = [schedule.new_exec(schedule.latest_until(now), due=now)]
@@ -75,7 +75,7 @@ class Scheduler:
             saved = self.engine.advance_schedule(schedule.name, row.last_due, to_db(occurrences[-1]), executions)
             if saved is not None:
                 self._log_queued(schedule, saved)
-                self.next_due[schedule.name] = self._next_due(schedule, occurrences[-1], now)
+                self.next_due[schedule.name] = schedule.next_due(occurrences[-1], now)
                 return
         # Not expected (each conflict means another worker made progress); retry soon, not in a busy loop.
         logger.warning("Schedule %s: gave up after repeated conflicts; will try again in a second", schedule.name)
@@ -133,17 +133,8 @@ class Scheduler:
             )
         return occurrences
 
-    def _next_due(
-        self, schedule: Schedule, last_due: datetime.datetime | None, now: datetime.datetime
-    ) -> datetime.datetime | None:
-        if last_due is None:
-            return now
-        return schedule.next_after(last_due)
-
     def _first_last_due(self, schedule: Schedule, now: datetime.datetime) -> datetime.datetime | None:
-        """``last_due`` of a schedule seen for the first time: now (wait for the next occurrence), or
-        None, meaning "never ran" so that the next pass queues one execution."""
-        return None if schedule.run_on_creation else to_db(now)
+        return to_db(schedule.first_last_due(now))
 
     # -- housekeeping ------------------------------------------------------------------------------
 
