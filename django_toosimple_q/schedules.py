@@ -197,7 +197,6 @@ def run_schedule_now(name: str) -> TaskExec:
     run outside of the schedule. Works for every schedule, including ``cron="manual"`` ones.
     """
     from .engine import get_engine
-    from .models import ScheduleExec
 
     schedule = schedules_registry.get(name)
     if schedule is None:

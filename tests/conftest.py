@@ -197,14 +197,52 @@ def workers(transactional_db):
     procs.stop_all()
 
 
+def run_worker_here(*args: str) -> None:
+    """Run the worker in this process, as the spec's ``call_command("worker", ...)`` does; by default
+    until nothing is left to do."""
+    call_command("worker", *(args or ("--until_done",)), verbosity=0)
+
+
 @pytest.fixture
 def run_worker(transactional_db):
-    """Run the worker in this process, as the spec's ``call_command("worker", ...)`` does."""
+    """``run_worker_here`` for tests that need no other database fixture."""
+    return run_worker_here
 
-    def run(*args: str) -> None:
-        call_command("worker", *args, verbosity=0)
 
-    return run
+def can_restart_postgresql() -> bool:
+    """Restarting the server is opt-in (CI opts in): it cuts every other session on it."""
+    return (
+        os.environ.get("TOOSIMPLEQ_TEST_RESTART_POSTGRESQL") == "1"
+        and bool(shutil.which("pg_ctlcluster"))
+        and os.geteuid() == 0
+        and os.path.isdir("/etc/postgresql")
+    )
+
+
+needs_pg_control = pytest.mark.skipif(
+    not can_restart_postgresql(),
+    reason="restarts the PostgreSQL server: only with TOOSIMPLEQ_TEST_RESTART_POSTGRESQL=1 (CI sets it), as root",
+)
+
+
+def restart_postgresql() -> None:
+    """Restart the PostgreSQL server (tests marked ``needs_pg_control`` only)."""
+    version = sorted(os.listdir("/etc/postgresql"))[0]
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"], check=True)
+
+
+def reconnect() -> None:
+    """Wait until this process's connection to the database works again (after a restart)."""
+
+    def attempt() -> bool:
+        try:
+            connection.close()
+            connection.ensure_connection()
+            return True
+        except Exception:  # noqa: BLE001 - the server is still starting
+            return False
+
+    wait_for(attempt, timeout=60, message="the database to accept connections again")
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from django.core.management import call_command
 
+from tests.conftest import run_worker_here
 from django_toosimple_q.decorators import register_task
 from django_toosimple_q.models import TaskExec, WorkerStatus
 from django_toosimple_q.registry import tasks_registry
@@ -25,7 +25,7 @@ def test_async_task_runs_on_the_worker_with_orm_and_output():
         return f"Hello {name} !"
 
     execution = greet.queue("John")
-    call_command("worker", "--until_done", verbosity=0)
+    run_worker_here()
     execution.refresh_from_db()
     assert (execution.state, execution.result) == (States.SUCCEEDED, "Hello John !")
     assert execution.output.strip() == "hello from the loop John"
@@ -39,7 +39,7 @@ def test_async_task_failure_is_recorded_and_retried():
         raise LookupError("not there")
 
     fails.queue()
-    call_command("worker", "--until_done", verbosity=0)
+    run_worker_here()
     first, retry = TaskExec.objects.order_by("id")
     assert (first.state, retry.state, retry.attempt) == (States.FAILED, States.FAILED, 2)
     assert "LookupError: not there" in first.error and "Traceback" in first.error

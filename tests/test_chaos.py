@@ -11,53 +11,23 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
-import subprocess
 import time
 from collections import Counter
 
 import pytest
-from django.db import connection
 
 from django_toosimple_q.models import TaskExec, WorkerStatus
 from django_toosimple_q.registry import tasks_registry
 from tests.app.models import Record
 
-from .conftest import wait_for
+from .conftest import can_restart_postgresql, reconnect, restart_postgresql, wait_for
 
 States = TaskExec.States
 TASKS = 1000
 CHAOS_SECONDS = float(os.environ.get("TOOSIMPLEQ_CHAOS_SECONDS", "60"))
 DRAIN_SECONDS = 180
 WORKER_ARGS = ["--tick", "0.5", "--timeout", "5", "--grace", "1"]
-
-
-def can_restart_postgresql() -> bool:
-    """Restarting the server is opt-in (CI opts in): it would cut every other session on it."""
-    return (
-        os.environ.get("TOOSIMPLEQ_TEST_RESTART_POSTGRESQL") == "1"
-        and bool(shutil.which("pg_ctlcluster"))
-        and os.geteuid() == 0
-        and os.path.isdir("/etc/postgresql")
-    )
-
-
-def restart_postgresql() -> None:
-    version = sorted(os.listdir("/etc/postgresql"))[0]
-    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"], check=True)
-
-
-def reconnect() -> None:
-    def attempt() -> bool:
-        try:
-            connection.close()
-            connection.ensure_connection()
-            return True
-        except Exception:  # noqa: BLE001 - the server is still starting
-            return False
-
-    wait_for(attempt, timeout=60, message="PostgreSQL to accept connections again")
 
 
 @pytest.mark.parametrize("threads", [1, 4])

@@ -14,9 +14,9 @@ import django
 import pytest
 from asgiref.sync import async_to_sync
 from django.core.exceptions import ImproperlyConfigured
-from django.core.management import call_command
 from django.utils import timezone
 
+from tests.conftest import run_worker_here
 from django_toosimple_q.backends import AVAILABLE
 from django_toosimple_q.engine import get_engine
 from django_toosimple_q.models import TaskExec, WorkerStatus
@@ -31,7 +31,7 @@ needs_tasks = pytest.mark.skipif(not AVAILABLE, reason="Django's tasks framework
 States = TaskExec.States
 
 if AVAILABLE:
-    from django.tasks import TaskResultStatus, default_task_backend, task_backends
+    from django.tasks import TaskResultStatus, default_task_backend
     from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist, TaskResultMismatch
     from django.tasks.signals import task_enqueued, task_finished, task_started
 
@@ -319,7 +319,7 @@ def test_signals_are_sent(transactional_db):
     task_finished.connect(receivers["finished"])
     try:
         flaky = dt.dj_flaky.enqueue("signals")
-        call_command("worker", "--until_done", verbosity=0)  # in this process, so the receivers see it
+        run_worker_here()  # in this process, so the receivers see it
     finally:
         task_enqueued.disconnect(receivers["enqueued"])
         task_started.disconnect(receivers["started"])
@@ -387,7 +387,7 @@ def test_cron_schedule_on_a_django_task():
         )
         schedule_task(name="dj_add_on_demand", cron="manual", args=[4, 5])(dt.dj_add)
         assert returned is dt.dj_add  # the module keeps its Django Task
-        call_command("worker", "--until_done", verbosity=0)
+        run_worker_here()
         scheduled = TaskExec.objects.filter(task_name=as_registered_task(dt.dj_add).name).order_by("id")
         # The run on creation, and one more if the worker's run crossed a second boundary (a loaded machine).
         assert 1 <= scheduled.count() <= 2 and all(e.args == [2, 3] for e in scheduled)
@@ -395,7 +395,7 @@ def test_cron_schedule_on_a_django_task():
         assert result.status == TaskResultStatus.SUCCESSFUL and result.return_value["sum"] == 5
 
         on_demand = run_schedule_now("dj_add_on_demand")
-        call_command("worker", "--until_done", verbosity=0)
+        run_worker_here()
         assert dt.dj_add.get_result(str(on_demand.pk)).return_value["sum"] == 9
     finally:
         schedules_registry.pop("dj_add_every_second", None)

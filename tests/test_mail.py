@@ -32,7 +32,7 @@ from django_toosimple_q.contrib.mail.backends import QueueBackend
 from django_toosimple_q.contrib.mail.tasks import send_emails
 from django_toosimple_q.models import TaskExec, describe
 
-from .conftest import wait_for
+from .conftest import run_worker_here, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 States = TaskExec.States
@@ -60,10 +60,6 @@ def no_deprecation_noise():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", PendingDeprecationWarning)
         yield
-
-
-def run_worker():
-    call_command("worker", "--until_done", verbosity=0)
 
 
 class NewsletterEmail(EmailMultiAlternatives):
@@ -140,7 +136,7 @@ def test_mailers_aliases(settings):
     settings.TOOSIMPLEQ_EMAIL_BACKEND = "deliver"
     assert EmailMessage("Via mailers", "Body", None, ["a@example.com"]).send() == 1
     assert mail.outbox == []
-    run_worker()
+    run_worker_here()
     assert [m.subject for m in mail.outbox] == ["Via mailers"]
 
 
@@ -148,7 +144,7 @@ def test_queue_backend_as_delivery_backend_is_refused(settings):
     settings.TOOSIMPLEQ_EMAIL_BACKEND = QUEUE_BACKEND
     settings.TOOSIMPLEQ_EMAIL_RETRIES = 0
     send_mail("Loop", "Body", None, ["a@example.com"])
-    run_worker()
+    run_worker_here()
     execution = TaskExec.objects.get()
     assert execution.state == States.FAILED
     assert "ImproperlyConfigured" in execution.error and "TOOSIMPLEQ_EMAIL_BACKEND" in execution.error
@@ -181,7 +177,7 @@ def test_send_mail_queues_and_returns_at_once():
     assert execution.task_name == send_emails.name
     assert execution.state == States.QUEUED
 
-    run_worker()
+    run_worker_here()
     execution.refresh_from_db()
     assert execution.state == States.SUCCEEDED
     assert execution.result == {"sent": 1}
@@ -193,7 +189,7 @@ def test_every_field_round_trips():
     sent = full_message()
     assert sent.send() == 1
     assert mail.outbox == []
-    run_worker()
+    run_worker_here()
     assert TaskExec.objects.get().state == States.SUCCEEDED
     [got] = mail.outbox
     assert_same_message(got, sent)
@@ -209,7 +205,7 @@ def test_plain_email_message_with_html_subtype_and_encoding_round_trips():
     sent.content_subtype = "html"
     sent.encoding = "iso-8859-1"
     sent.send()
-    run_worker()
+    run_worker_here()
     [got] = mail.outbox
     assert_same_message(got, sent)
     assert type(got) is EmailMessage
@@ -237,7 +233,7 @@ def test_send_mass_mail_is_one_execution():
     assert count == 3  # as Django's SMTP backend counts: messages without recipients are not sent
     execution = TaskExec.objects.get()
     assert [m["subject"] for m in execution.args] == ["First", "Second", "Third"]
-    run_worker()
+    run_worker_here()
     assert sorted(m.subject for m in mail.outbox) == ["First", "Second", "Third"]
     execution.refresh_from_db()
     assert execution.result == {"sent": 3}
@@ -257,11 +253,11 @@ def test_identical_messages_queued_twice_are_sent_once():
     send_mail("Same", "Same body", None, ["a@example.com"])
     send_mail("Same", "Other body", None, ["a@example.com"])
     assert TaskExec.objects.count() == 2
-    run_worker()
+    run_worker_here()
     assert sorted(m.body for m in mail.outbox) == ["Other body", "Same body"]
     # Once the first was sent, the same message queues (and is sent) again.
     send_mail("Same", "Same body", None, ["a@example.com"])
-    run_worker()
+    run_worker_here()
     assert len(mail.outbox) == 3
 
 
@@ -271,7 +267,7 @@ def test_rolled_back_transaction_sends_nothing():
             assert send_mail("Never", "Body", None, ["a@example.com"]) == 1
             raise RuntimeError("rollback")
     assert TaskExec.objects.count() == 0
-    run_worker()
+    run_worker_here()
     assert mail.outbox == []
 
 
@@ -304,7 +300,7 @@ def test_retry_settings_are_read_when_queuing(settings):
     assert (defaults.queue, defaults.retries, defaults.retry_delay) == ("default", 10, 30.0)
     assert (custom.queue, custom.retries, custom.retry_delay) == ("default", 2, 5.0)
     assert other_queue.queue == "mail"
-    call_command("worker", "--until_done", "--queue", "mail", verbosity=0)
+    run_worker_here("--until_done", "--queue", "mail")
     assert [m.subject for m in mail.outbox] == ["Other queue"]
 
 
@@ -357,7 +353,7 @@ def test_backend_reporting_zero_sent_fails_and_retries(settings):
     settings.TOOSIMPLEQ_EMAIL_RETRIES = 1
     settings.TOOSIMPLEQ_EMAIL_RETRY_DELAY = 60
     send_mail("Lost?", "Body", None, ["a@example.com"])
-    run_worker()
+    run_worker_here()
     failed = TaskExec.objects.get(state=States.FAILED)
     assert "reported 0 emails sent" in failed.error
     retry = failed.replaced_by
@@ -374,7 +370,7 @@ def test_partial_failure_queues_only_the_failed_messages_again(settings):
         ]
     )
     first = TaskExec.objects.get()
-    run_worker()
+    run_worker_here()
     first.refresh_from_db()
     assert sorted(m.subject for m in mail.outbox) == ["Good 1", "Good 2"]
     assert first.state == States.SUCCEEDED
@@ -389,7 +385,7 @@ def test_all_failed_batch_raises_with_every_error(settings):
     settings.TOOSIMPLEQ_EMAIL_BACKEND = "tests.test_mail.RefusingBackend"
     settings.TOOSIMPLEQ_EMAIL_RETRIES = 0
     send_mass_mail([("Bad 1", "B", None, ["x@refused.example.com"]), ("Bad 2", "B", None, ["y@refused.example.com"])])
-    run_worker()
+    run_worker_here()
     execution = TaskExec.objects.get()
     assert execution.state == States.FAILED
     assert "None of the 2 emails was delivered" in execution.error
@@ -456,7 +452,7 @@ def test_smtp_delivery_really_sends(smtp):
     sent = full_message()
     sent.send()
     assert smtp.handler.envelopes == []
-    run_worker()
+    run_worker_here()
     assert TaskExec.objects.get().state == States.SUCCEEDED
     [envelope] = smtp.handler.envelopes
     assert envelope.mail_from == "site@example.com"
@@ -487,7 +483,7 @@ def test_smtp_down_is_retried_then_delivered(smtp, settings):
     settings.TOOSIMPLEQ_EMAIL_RETRIES = 3
     settings.TOOSIMPLEQ_EMAIL_RETRY_DELAY = 0.2
     send_mail("Patience", "Body", None, ["a@example.com"])
-    run_worker()  # nothing listens on the port yet
+    run_worker_here()  # nothing listens on the port yet
     failed = TaskExec.objects.get(state=States.FAILED)
     assert "ConnectionRefusedError" in failed.error
     retry = failed.replaced_by
@@ -497,7 +493,7 @@ def test_smtp_down_is_retried_then_delivered(smtp, settings):
     smtp.start()
 
     def delivered():
-        run_worker()
+        run_worker_here()
         return smtp.handler.envelopes
 
     wait_for(delivered, timeout=30, message="the retried email to be delivered")
@@ -512,7 +508,7 @@ def test_smtp_refused_recipient_ends_failed_with_the_smtp_error(smtp, settings):
     settings.TOOSIMPLEQ_EMAIL_RETRIES = 1
     settings.TOOSIMPLEQ_EMAIL_RETRY_DELAY = 0
     send_mail("Refused", "Body", None, ["nobody@refused.example.com"])
-    wait_for(lambda: run_worker() or not TaskExec.objects.filter(state__in=States.waiting()).exists())
+    wait_for(lambda: run_worker_here() or not TaskExec.objects.filter(state__in=States.waiting()).exists())
     executions = list(TaskExec.objects.order_by("id"))
     assert [e.state for e in executions] == [States.FAILED, States.FAILED]
     for execution in executions:
@@ -527,7 +523,7 @@ def test_smtp_rolled_back_transaction_sends_nothing(smtp):
             send_mail("Never", "Body", None, ["a@example.com"])
             raise RuntimeError("rollback")
     send_mail("Committed", "Body", None, ["a@example.com"])
-    run_worker()
+    run_worker_here()
     assert [parse(e)["Subject"] for e in smtp.handler.envelopes] == ["Committed"]
 
 

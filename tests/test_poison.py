@@ -13,7 +13,6 @@ import time
 
 import pytest
 from django.db import connection
-from django.utils import timezone
 
 from django_toosimple_q.models import TaskExec, WorkerStatus
 from django_toosimple_q.registry import tasks_registry
@@ -248,7 +247,7 @@ def test_a_group_signal_lets_a_time_limited_task_finish_within_the_grace_period(
 
 
 def test_a_sigkilled_worker_takes_its_time_limited_child_with_it(workers):
-    execution = queue("limited_sleep_then_record", "orphan", 5)
+    queue("limited_sleep_then_record", "orphan", 5)
     proc = workers.start("--tick", "0.2", "--timeout", "1", "-v", "2")
     wait_for(lambda: Record.objects.filter(key="orphan-started").exists(), message=proc)
     proc.send_signal(signal.SIGKILL)

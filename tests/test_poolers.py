@@ -26,7 +26,7 @@ from django_toosimple_q.models import TaskExec, WorkerStatus
 from django_toosimple_q.registry import tasks_registry
 from tests.app.models import Record
 
-from .conftest import Proc, free_port, wait_for
+from .conftest import Proc, wait_for
 
 States = TaskExec.States
 MODES = ["transaction", "session"]

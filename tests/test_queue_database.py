@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 from django.core import mail
-from django.core.management import call_command
 from django.test import override_settings
 
+from tests.conftest import run_worker_here
 from django_toosimple_q.backends import AVAILABLE
 from django_toosimple_q.decorators import register_task, schedule_task
 from django_toosimple_q.models import ScheduleExec, TaskExec, WorkerStatus
@@ -39,7 +39,7 @@ def test_queue_and_queue_many_write_to_the_queue_database():
         many = qdb_double.queue_many([(2,), Call(3), {"x": 4}])
         assert one._state.db == "queue" and {e._state.db for e in many} == {"queue"}
         assert TaskExec.objects.using("queue").count() == 4
-        call_command("worker", "--until_done", verbosity=0)
+        run_worker_here()
         assert sorted(TaskExec.objects.values_list("result", flat=True)) == [2, 4, 6, 8]
     nothing_in_default()
 
@@ -50,7 +50,7 @@ def test_mail_is_queued_and_delivered_through_the_queue_database(settings):
     with QUEUE:
         assert mail.send_mail("Hi", "Body", "from@example.com", ["to@example.com"]) == 1
         assert TaskExec.objects.using("queue").count() == 1
-        call_command("worker", "--until_done", verbosity=0)
+        run_worker_here()
         assert TaskExec.objects.get().state == States.SUCCEEDED
     assert [m.subject for m in mail.outbox] == ["Hi"]
     nothing_in_default()
@@ -59,7 +59,7 @@ def test_mail_is_queued_and_delivered_through_the_queue_database(settings):
 def test_admin_requeue_and_cancel_change_the_queue_database(admin_client):
     with QUEUE:
         done = qdb_double.queue(5)
-        call_command("worker", "--until_done", verbosity=0)
+        run_worker_here()
         waiting = qdb_double.queue(6)
         listing = "/admin/toosimpleq/taskexec/"
         response = admin_client.post(
@@ -89,7 +89,7 @@ def test_django_tasks_backend_enqueues_and_reads_results_in_the_queue_database()
     with QUEUE:
         result = dt.dj_add.enqueue(1, 2)
         assert TaskExec.objects.using("queue").filter(pk=result.id).exists()
-        call_command("worker", "--until_done", verbosity=0)
+        run_worker_here()
         result.refresh()
         assert result.return_value["sum"] == 3
     nothing_in_default()

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import subprocess
 import time
 
 import pytest
@@ -17,7 +14,7 @@ from django_toosimple_q.registry import tasks_registry
 from django_toosimple_q.worker import Worker
 from tests.app.models import Record
 
-from .conftest import wait_for
+from .conftest import needs_pg_control, reconnect, restart_postgresql, wait_for
 
 States = TaskExec.States
 
@@ -143,17 +140,6 @@ def test_rolling_deploy_leaves_tasks_another_version_knows(workers):
     assert execution.state == States.INVALID and "No online worker" in execution.error
 
 
-needs_pg_control = pytest.mark.skipif(
-    os.environ.get("TOOSIMPLEQ_TEST_RESTART_POSTGRESQL") != "1" or not shutil.which("pg_ctlcluster") or os.geteuid() != 0,
-    reason="restarts the PostgreSQL server: only with TOOSIMPLEQ_TEST_RESTART_POSTGRESQL=1 (CI sets it), as root",
-)
-
-
-def restart_postgresql() -> None:
-    version = sorted(os.listdir("/etc/postgresql"))[0]
-    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"], check=True)
-
-
 def test_worker_survives_dropped_connections(workers, vendor):
     if vendor == "sqlite":
         pytest.skip("SQLite has no server connection to drop")
@@ -191,7 +177,7 @@ def test_worker_survives_a_postgresql_restart(workers, vendor):
     wait_for(lambda: processing(slow))
     connection.close()
     restart_postgresql()
-    wait_for(lambda: _pg_answers(), timeout=60)
+    reconnect()
     for i in range(3):
         tasks_registry["record_with_retries"].queue(f"after{i}")
     wait_for(lambda: Record.objects.filter(key__startswith="after").count() == 3, timeout=90)
@@ -205,12 +191,3 @@ def test_worker_survives_a_postgresql_restart(workers, vendor):
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     assert "Database unavailable" in out
-
-
-def _pg_answers() -> bool:
-    try:
-        connection.close()
-        connection.ensure_connection()
-        return True
-    except Exception:  # noqa: BLE001
-        return False

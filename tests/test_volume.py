@@ -8,7 +8,6 @@ import signal
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection, connections
 from django.test import override_settings
 from django.utils import timezone
 

@@ -17,7 +17,6 @@ from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
 
 from .. import monitoring
 from ..models import TaskExec, WorkerStatus
