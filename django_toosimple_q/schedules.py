@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.utils import timezone
 
-from .conf import queue_database
-from .cron import MANUAL, Cron, InvalidCron, get_zone
+from .cron import MANUAL, Cron, get_zone
+from .engine import get_engine
+from .errors import InvalidCron
 from .registry import ConfigurationError, Task, schedules_registry, tasks_registry
 from .validation import show, text_problem
 
@@ -189,19 +190,38 @@ def register_schedule(schedule: Schedule) -> Schedule:
     return schedule
 
 
-def run_schedule_now(name: str) -> TaskExec:
-    """Queue one execution of schedule ``name`` right now and return it.
+def run_schedule_now(schedule: str | Task) -> TaskExec:
+    """Queue one execution of a schedule right now and return it.
+
+    ``schedule`` is the schedule's name (by default its task's name, the dotted path such as
+    ``"myapp.tasks.nightly_report"``), or the task itself when it has exactly one schedule.
 
     The cron timeline is left as it is (the next occurrences fire as planned); the execution is
     recorded as the schedule's ``last_task``, and its ``datetime_kwarg`` (if any) is None, as for any
     run outside of the schedule. Works for every schedule, including ``cron="manual"`` ones.
     """
-    from .engine import get_engine
-
-    schedule = schedules_registry.get(name)
-    if schedule is None:
-        raise LookupError(f"No schedule named {name!r} is registered (known: {', '.join(sorted(schedules_registry)) or 'none'})")
-    # The queue's database: TOOSIMPLEQ_DATABASE (with or without the router), else the router's choice.
-    engine = get_engine(queue_database())
+    found = _find_schedule(schedule)
+    engine = get_engine()
     now = timezone.now()
-    return engine.record_schedule_run(name, schedule.new_exec(None, due=now), first_last_due=now)
+    return engine.record_schedule_run(found.name, found.new_exec(None, due=now), first_last_due=now)
+
+
+def _find_schedule(wanted: str | Task) -> Schedule:
+    known = ", ".join(sorted(schedules_registry)) or "none"
+    if isinstance(wanted, Task):
+        mine = [s for s in schedules_registry.values() if s.task_name == wanted.name]
+        if len(mine) == 1:
+            return mine[0]
+        if not mine:
+            raise LookupError(f"Task {wanted.name!r} has no schedule (schedules: {known})")
+        names = ", ".join(sorted(s.name for s in mine))
+        raise LookupError(f"Task {wanted.name!r} has several schedules ({names}): give the name of one")
+    schedule = schedules_registry.get(wanted)
+    if schedule is not None:
+        return schedule
+    ending = [name for name in schedules_registry if name.endswith(f".{wanted}")]
+    hint = f"; did you mean {' or '.join(repr(n) for n in sorted(ending))}?" if ending else "."
+    raise LookupError(
+        f"No schedule named {wanted!r} is registered{hint} A schedule is named after its task's dotted path "
+        f"unless @schedule_task(name=...) says otherwise (schedules: {known})"
+    )

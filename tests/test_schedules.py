@@ -480,6 +480,38 @@ def test_manual_schedule_never_fires_and_runs_on_demand(clock):
         run_schedule_now("nope")
 
 
+def test_run_schedule_now_takes_the_task_or_its_name_and_explains_a_wrong_name(clock):
+    @schedule_task(cron="manual")
+    @register_task(name="reports.tasks.nightly")
+    def nightly():
+        return "ran"
+
+    @schedule_task(cron="0 * * * *", name="twice_a")
+    @schedule_task(cron="30 * * * *", name="twice_b")
+    @register_task(name="twice")
+    def twice():
+        ...
+
+    @register_task(name="never_scheduled")
+    def never_scheduled():
+        ...
+
+    clock(utc(2026, 1, 5, 8))
+    execution = run_schedule_now(nightly)
+    assert execution.task_name == "reports.tasks.nightly"
+    assert ScheduleExec.objects.get(name="reports.tasks.nightly").last_task_id == execution.pk
+    assert run_schedule_now("twice_b").task_name == "twice"
+    with pytest.raises(LookupError, match=r"did you mean 'reports\.tasks\.nightly'\?"):
+        run_schedule_now("nightly")
+    with pytest.raises(LookupError, match=r"'twice' has several schedules \(twice_a, twice_b\): give the name"):
+        run_schedule_now(twice)
+    with pytest.raises(LookupError, match="'never_scheduled' has no schedule"):
+        run_schedule_now(never_scheduled)
+    with pytest.raises(LookupError, match=r"No schedule named 'nope' is registered\. A schedule is named"):
+        run_schedule_now("nope")
+    assert TaskExec.objects.count() == 2
+
+
 def test_run_now_leaves_the_cron_timeline_alone(clock):
     @schedule_task(cron="0 * * * *")
     @register_task(name="hourly_task")

@@ -300,7 +300,8 @@ class Listener:
 
     def _take_pings(self, conn: Any) -> None:
         """Act on the pings that came back: the first one on this connection proves it, so LISTEN to the
-        work channel, then have the worker claim what was queued before (its notification was missed)."""
+        work channel, then have the worker claim what was queued before and re-read the sleeping ones
+        (their notifications were missed)."""
         latest = self._latest_ping
         with self._lock:
             if latest <= self._received:
@@ -312,6 +313,9 @@ class Listener:
         with self._lock:
             self._received = max(self._received, latest)
         if first:
+            # What was queued, or inserted sleeping, before this LISTEN sent a notification nobody got:
+            # claim now, and re-read when the next sleeping execution is due.
+            self.wake(True)
             self.wake(False)
 
     def _check_silence(self) -> None:
