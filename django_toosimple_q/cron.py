@@ -110,8 +110,9 @@ class Cron:
 
     def occurrences(self, after: datetime.datetime, until: datetime.datetime) -> Iterator[datetime.datetime]:
         """Occurrences in ``(after, until]``, oldest first."""
-        current, until = after.astimezone(UTC), until.astimezone(UTC)
-        while (current := self.next_after(current)) is not None and current <= until:
+        current: datetime.datetime | None = after.astimezone(UTC)
+        until = until.astimezone(UTC)
+        while current is not None and (current := self.next_after(current)) is not None and current <= until:
             yield current
 
     def latest(
@@ -145,8 +146,8 @@ class Cron:
 
     def _first_from_wall(self, wall: datetime.datetime, moment: datetime.datetime) -> datetime.datetime | None:
         """The first instant after ``moment`` among wall-clock matches after ``wall``."""
-        candidate = wall
-        while (candidate := self._next_wall(candidate)) is not None:
+        candidate: datetime.datetime | None = wall
+        while candidate is not None and (candidate := self._next_wall(candidate)) is not None:
             for instant in self._instants(candidate):
                 if instant > moment:
                     return instant
@@ -159,7 +160,8 @@ class Cron:
             if self.every_hour:
                 return []
             around = _normal(first)
-            return [self._transition_within(around - _SHIFT_BOUND, around + _SHIFT_BOUND, going_back=False)]
+            shift = self._transition_within(around - _SHIFT_BOUND, around + _SHIFT_BOUND, going_back=False)
+            return [shift] if shift is not None else []
         second = wall.replace(tzinfo=self.zone, fold=1)
         if self.every_hour and second.utcoffset() != first.utcoffset():  # repeated by clocks going back
             return [_normal(first), _normal(second)]
@@ -167,12 +169,12 @@ class Cron:
 
     def _first_repeated(self, fall_back: datetime.datetime, moment: datetime.datetime) -> datetime.datetime | None:
         """The first second-pass occurrence after ``moment`` in the hour repeated from ``fall_back``."""
-        old_offset = (fall_back - datetime.timedelta(seconds=1)).astimezone(self.zone).utcoffset()
-        new_offset = fall_back.astimezone(self.zone).utcoffset()
+        old_offset = _offset(fall_back - datetime.timedelta(seconds=1), self.zone)
+        new_offset = _offset(fall_back, self.zone)
         start_wall = (fall_back + new_offset).replace(tzinfo=None)
         end_wall = start_wall + (old_offset - new_offset)
-        candidate = start_wall - datetime.timedelta(microseconds=1)
-        while (candidate := self._next_wall(candidate)) is not None and candidate < end_wall:
+        candidate: datetime.datetime | None = start_wall - datetime.timedelta(microseconds=1)
+        while candidate is not None and (candidate := self._next_wall(candidate)) is not None and candidate < end_wall:
             instant = _normal(candidate.replace(tzinfo=self.zone, fold=1))
             if instant > moment:
                 return instant
@@ -182,7 +184,7 @@ class Cron:
         self, start: datetime.datetime, end: datetime.datetime, *, going_back: bool
     ) -> datetime.datetime | None:
         """The instant in ``(start, end]`` where the UTC offset goes down (or up), to the second."""
-        before, after = start.astimezone(self.zone).utcoffset(), end.astimezone(self.zone).utcoffset()
+        before, after = _offset(start, self.zone), _offset(end, self.zone)
         # Two changes within a few hours do not happen in the time zone database.
         if before == after or (after < before) != going_back:
             return None
@@ -205,8 +207,15 @@ def _normal(aware: datetime.datetime) -> datetime.datetime:
     return aware.astimezone(UTC)
 
 
-def _offset_at(timestamp: int, zone: datetime.tzinfo) -> datetime.timedelta | None:
-    return datetime.datetime.fromtimestamp(timestamp, tz=zone).utcoffset()
+def _offset(moment: datetime.datetime, zone: datetime.tzinfo) -> datetime.timedelta:
+    """The UTC offset of ``zone`` at the instant ``moment``."""
+    offset = moment.astimezone(zone).utcoffset()
+    assert offset is not None  # a tzinfo object always gives aware datetimes an offset
+    return offset
+
+
+def _offset_at(timestamp: int, zone: datetime.tzinfo) -> datetime.timedelta:
+    return _offset(datetime.datetime.fromtimestamp(timestamp, tz=UTC), zone)
 
 
 # -- in words ---------------------------------------------------------------------------------------

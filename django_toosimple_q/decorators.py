@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Sequence
 
 from .backends import adapter_for
 from .registry import ConfigurationError, Task, tasks_registry
@@ -60,7 +60,7 @@ def schedule_task(
     *,
     cron: str,
     name: str | None = None,
-    args: Iterable[Any] = (),
+    args: Sequence[Any] = (),
     kwargs: dict[str, Any] | None = None,
     run_on_creation: bool = False,
     catch_up: bool = False,

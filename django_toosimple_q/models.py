@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from django.db import models
 from django.db.models.base import ModelState
@@ -28,7 +28,7 @@ class TypedJSONField(models.TextField):
     instead of breaking every query that touches the row.
     """
 
-    def from_db_value(self, value, expression, connection):
+    def from_db_value(self, value: str | None, expression: Any, connection: Any) -> Any:
         if value is None:
             return None
         try:
@@ -36,7 +36,7 @@ class TypedJSONField(models.TextField):
         except Exception as exc:  # noqa: BLE001 - any corruption must stay readable
             return serialization.Undecodable(value, exc)
 
-    def to_python(self, value):
+    def to_python(self, value: Any) -> Any:
         if isinstance(value, str):
             try:
                 return serialization.loads(value)
@@ -44,7 +44,7 @@ class TypedJSONField(models.TextField):
                 return value
         return value
 
-    def get_prep_value(self, value):
+    def get_prep_value(self, value: Any) -> str | None:
         if value is None:
             return None
         if isinstance(value, (serialization.Undecodable, EncodedJSON)):
@@ -52,7 +52,7 @@ class TypedJSONField(models.TextField):
         # The list/dict holding a call's arguments does not count in the nesting limit of each argument.
         return serialization.dumps(value, self.name, wrapper=self.name in ("args", "kwargs"))
 
-    def value_to_string(self, obj):
+    def value_to_string(self, obj: Any) -> str | None:
         return self.get_prep_value(self.value_from_object(obj))
 
 
@@ -79,26 +79,34 @@ class StateIndex(models.Index):
         # The columns where the index is not partial (MariaDB): Django's MySQL schema editor reads
         # them when the index is removed, and would otherwise add a stray index for a foreign key
         # it wrongly believes this index served.
-        self.fields_orders = [("state", ""), *self.fields_orders]
+        self.fields_orders: list[tuple[str, str]] = [("state", ""), *self.fields_orders]
 
-    def _concrete(self, connection) -> models.Index:
+    def _concrete(self, connection: Any) -> models.Index:
         if connection.features.supports_partial_indexes:
             return models.Index(fields=self.fields, name=self.name, condition=Q(state=self.state))
         return models.Index(fields=["state", *self.fields], name=self.name)
 
-    def create_sql(self, model, schema_editor, using="", **kwargs):
+    def create_sql(self, model: Any, schema_editor: Any, using: str = "", **kwargs: Any) -> Any:
         return self._concrete(schema_editor.connection).create_sql(model, schema_editor, using, **kwargs)
 
-    def remove_sql(self, model, schema_editor, **kwargs):
+    def remove_sql(self, model: Any, schema_editor: Any, **kwargs: Any) -> Any:
         return self._concrete(schema_editor.connection).remove_sql(model, schema_editor, **kwargs)
 
-    def deconstruct(self):
+    def deconstruct(self) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
         path, _args, kwargs = super().deconstruct()
         return (
             "django_toosimple_q.models.StateIndex",
             (),
             {"state": self.state, "fields": kwargs["fields"], "name": kwargs["name"]},
         )
+
+
+if TYPE_CHECKING:
+
+    class _Member(str):
+        """What a type checker sees of a ``TextChoices`` member: a str with a label."""
+
+        label: str
 
 
 class QueueManager(models.Manager):
@@ -114,14 +122,24 @@ class TaskExec(models.Model):
     """One planned or past call of a registered task."""
 
     class States(models.TextChoices):
-        SLEEPING = "SLEEPING", _("Sleeping")
-        QUEUED = "QUEUED", _("Queued")
-        PROCESSING = "PROCESSING", _("Processing")
-        SUCCEEDED = "SUCCEEDED", _("Succeeded")
-        FAILED = "FAILED", _("Failed")
-        INTERRUPTED = "INTERRUPTED", _("Interrupted")
-        INVALID = "INVALID", _("Invalid")
-        CANCELLED = "CANCELLED", _("Cancelled")
+        if TYPE_CHECKING:  # without Django's type stubs, a checker would see (value, label) tuples
+            SLEEPING: _Member
+            QUEUED: _Member
+            PROCESSING: _Member
+            SUCCEEDED: _Member
+            FAILED: _Member
+            INTERRUPTED: _Member
+            INVALID: _Member
+            CANCELLED: _Member
+        else:
+            SLEEPING = "SLEEPING", _("Sleeping")
+            QUEUED = "QUEUED", _("Queued")
+            PROCESSING = "PROCESSING", _("Processing")
+            SUCCEEDED = "SUCCEEDED", _("Succeeded")
+            FAILED = "FAILED", _("Failed")
+            INTERRUPTED = "INTERRUPTED", _("Interrupted")
+            INVALID = "INVALID", _("Invalid")
+            CANCELLED = "CANCELLED", _("Cancelled")
 
         @classmethod
         def waiting(cls) -> list[str]:
@@ -266,8 +284,12 @@ class ScheduleExec(models.Model):
     """The state of one schedule: the last due occurrence it handled and what it created."""
 
     class States(models.TextChoices):
-        ACTIVE = "ACTIVE", _("Active")
-        INVALID = "INVALID", _("Invalid")
+        if TYPE_CHECKING:  # without Django's type stubs, a checker would see (value, label) tuples
+            ACTIVE: _Member
+            INVALID: _Member
+        else:
+            ACTIVE = "ACTIVE", _("Active")
+            INVALID = "INVALID", _("Invalid")
 
     objects = QueueManager()
 
@@ -294,11 +316,18 @@ class WorkerStatus(models.Model):
     """One row per worker process run; its state is derived from the heartbeat and the exit."""
 
     class States(models.TextChoices):
-        ONLINE = "ONLINE", _("Online")
-        TIMEDOUT = "TIMEDOUT", _("Timed out")
-        STOPPED = "STOPPED", _("Stopped")
-        TERMINATED = "TERMINATED", _("Terminated")
-        CRASHED = "CRASHED", _("Crashed")
+        if TYPE_CHECKING:  # without Django's type stubs, a checker would see (value, label) tuples
+            ONLINE: _Member
+            TIMEDOUT: _Member
+            STOPPED: _Member
+            TERMINATED: _Member
+            CRASHED: _Member
+        else:
+            ONLINE = "ONLINE", _("Online")
+            TIMEDOUT = "TIMEDOUT", _("Timed out")
+            STOPPED = "STOPPED", _("Stopped")
+            TERMINATED = "TERMINATED", _("Terminated")
+            CRASHED = "CRASHED", _("Crashed")
 
     objects = QueueManager()
 
@@ -365,7 +394,9 @@ class WorkerStatus(models.Model):
         return queue not in (self.excluded_queues or [])
 
 
+#: TaskExec's fields by attribute name: those with a constant default (or none), with a callable one.
 _DEFAULTS: dict[str, Any] = {}
+_CALLED_DEFAULTS: dict[str, Callable[[], Any]] = {}
 
 
 def _defaults(values: dict[str, Any]) -> dict[str, Any]:
@@ -373,13 +404,15 @@ def _defaults(values: dict[str, Any]) -> dict[str, Any]:
     such as ``timezone.now``, ``list`` and ``dict`` called for each execution)."""
     if not _DEFAULTS:
         for field in TaskExec._meta.concrete_fields:
-            _DEFAULTS[field.attname] = field.default if field.has_default() else None
-    fields = {}
-    for name, default in _DEFAULTS.items():
-        if name in values:
-            fields[name] = values[name]
-        else:
-            fields[name] = default() if callable(default) else default
+            default = field.default if field.has_default() else None
+            if callable(default):
+                _CALLED_DEFAULTS[field.attname] = default
+            else:
+                _DEFAULTS[field.attname] = default
+    fields = {**_DEFAULTS, **values}
+    for name, default in _CALLED_DEFAULTS.items():
+        if name not in values:
+            fields[name] = default()
     return fields
 
 

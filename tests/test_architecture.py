@@ -22,6 +22,18 @@ def test_the_layer_contract_holds():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_types_check():
+    """mypy, configured in pyproject.toml ([tool.mypy]): strict on the public API."""
+    pytest.importorskip("mypy", reason="mypy is in the test extras")
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--no-incremental", "--cache-dir", "/dev/null"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def cycles(graph) -> list[list[str]]:
     """Strongly connected components of more than one module (Tarjan's algorithm, iterative)."""
     index: dict[str, int] = {}

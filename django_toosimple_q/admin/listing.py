@@ -6,6 +6,8 @@ Each piece exists because the generic admin behaviour reads the whole history on
 
 from __future__ import annotations
 
+from typing import Any
+
 import datetime
 
 from django.contrib import admin
@@ -141,7 +143,7 @@ class ExecutionChangeList(ChangeList):
 
     def get_results(self, request):
         super().get_results(request)
-        self.result_list = list(self.result_list)
+        self.result_list: list[Any] = list(self.result_list)
         # Annotating the list query itself would compute these for every row matched before the
         # LIMIT is applied (a sort does that); here they are computed for this page only.
         extras = (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 from django.utils import timezone
@@ -48,7 +50,7 @@ def running_executions(worker_ids: list[int]) -> dict[int, list[TaskExec]]:
 class WorkerChangeList(ChangeList):
     def get_results(self, request):
         super().get_results(request)
-        self.result_list = list(self.result_list)
+        self.result_list: list[Any] = list(self.result_list)
         running = running_executions([w.pk for w in self.result_list])
         for worker in self.result_list:
             worker.running = running.get(worker.pk, [])

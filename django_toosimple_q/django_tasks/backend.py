@@ -94,6 +94,7 @@ class QueueBackend(BaseTaskBackend):
     def enqueue(self, task: DjangoTask, args: Any, kwargs: Any) -> TaskResult:
         self.validate_task(task)
         adapter = adapter_for(task)
+        assert adapter is not None  # validate_task() refuses what is not a Django task
         args = json_round_trip(list(args), f"The arguments of {task.module_path}")
         kwargs = json_round_trip(dict(kwargs), f"The keyword arguments of {task.module_path}")
         encoded = adapter.check_call(args, kwargs)

@@ -64,7 +64,8 @@ def result_of_chain(chain: list[TaskExec], backend_alias: str, task: DjangoTask 
     """The ``TaskResult`` of one call, from its executions (first to latest)."""
     first, latest = chain[0], chain[-1]
     if task is None:
-        task = _task_as_enqueued(tasks_registry[first.task_name].django_task, first)
+        adapter: Any = tasks_registry[first.task_name]  # a DjangoTaskAdapter (whose module imports this one)
+        task = _task_as_enqueued(adapter.django_task, first)
     status = STATUS[latest.state]
     attempts = [e for e in chain if e.started is not None]
     # Rows of earlier attempts may have been deleted: count them anyway, so attempt numbers stay right.

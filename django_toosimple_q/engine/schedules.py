@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import datetime
-from typing import Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence, TypeVar
 
 from django.db import IntegrityError, transaction
 
 from ..models import ScheduleExec, TaskExec
 
+T = TypeVar("T")
+
 
 class ScheduleStatements:
     """Mixed into ``Engine``: uses its ``db``, ``retrying`` and ``insert``."""
+
+    if TYPE_CHECKING:  # provided by Engine
+        db: str
+
+        def retrying(self, operation: Callable[[], T], attempts: int = 50) -> T: ...
+        def insert(self, execution: TaskExec) -> TaskExec: ...
+        def insert_many(self, executions: Sequence[TaskExec]) -> list[TaskExec]: ...
 
     # -- schedules ---------------------------------------------------------------------------------
 

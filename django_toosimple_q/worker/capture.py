@@ -40,7 +40,7 @@ class _ThreadRoutedStream(io.TextIOBase):
         return False
 
     @property
-    def encoding(self):  # type: ignore[override]
+    def encoding(self) -> str:  # type: ignore[override]  # TextIOBase declares a plain attribute
         return getattr(self.fallback, "encoding", "utf-8")
 
     def fileno(self) -> int:

@@ -33,6 +33,7 @@ def run_execution(execution: TaskExec) -> Outcome:
     problem = invalid_reason(execution, task)
     if problem:
         return Outcome(state=States.INVALID, started=started, finished=started, error=problem)
+    assert task is not None  # invalid_reason() refuses an unknown task
 
     logger.debug("Running %s #%s with %s", execution.task_name, execution.pk, describe(tuple(execution.args)))
     exception: BaseException | None = None

@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING
 
 from django.db import connections
@@ -41,7 +42,7 @@ class ChildRunner:
     """One child process, owned by one task thread of the worker."""
 
     def __init__(self) -> None:
-        self.process: multiprocessing.Process | None = None
+        self.process: BaseProcess | None = None
         self.conn: Connection | None = None
         self.last_exitcode: int | None = None
 
@@ -49,10 +50,11 @@ class ChildRunner:
         context = multiprocessing.get_context("spawn")  # never fork a process with threads and sockets
         parent_end, child_end = context.Pipe()
         db_names = {alias: str(connections[alias].settings_dict["NAME"]) for alias in connections}
-        self.process = context.Process(
+        process = context.Process(
             target=child_main, args=(child_end, db_names, os.getpid()), name="toosimpleq-task-child", daemon=True
         )
-        self.process.start()
+        process.start()
+        self.process = process
         child_end.close()
         self.conn = parent_end
         # A time limit counts the task's own time, not the child's start-up (a Django start-up, slower
@@ -74,6 +76,7 @@ class ChildRunner:
         if self.process is None or not self.process.is_alive():
             self._start()
         conn = self.conn
+        assert conn is not None  # set by _start()
         conn.send(execution)
         if conn.poll(timeout):
             try:
@@ -89,7 +92,7 @@ class ChildRunner:
         """Stop what the child runs, now (from any thread: the owning task thread then sees the child
         gone and cleans up with ``close``)."""
         process = self.process
-        if process is not None and process.is_alive():
+        if process is not None and process.pid is not None and process.is_alive():
             try:
                 os.kill(process.pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -97,18 +100,19 @@ class ChildRunner:
 
     def close(self, kill: bool = False) -> None:
         """End the child (called by the owning task thread only)."""
-        if self.process is None:
+        process, conn = self.process, self.conn
+        if process is None or conn is None:
             return
-        if kill and self.process.is_alive():
-            os.kill(self.process.pid, signal.SIGKILL)
-        elif self.process.is_alive():
+        if kill and process.pid is not None and process.is_alive():
+            os.kill(process.pid, signal.SIGKILL)
+        elif process.is_alive():
             try:
-                self.conn.send(None)
+                conn.send(None)
             except OSError:
                 pass
-        self.process.join(timeout=10)
-        self.conn.close()
-        self.last_exitcode = self.process.exitcode
+        process.join(timeout=10)
+        conn.close()
+        self.last_exitcode = process.exitcode
         self.process = None
         self.conn = None
 

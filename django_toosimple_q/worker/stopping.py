@@ -42,7 +42,7 @@ def finish_in_flight(worker: Worker) -> None:
     period ends (recording their outcomes), then interrupt what still runs."""
     engine, in_flight = worker.engine, worker._in_flight
     not_started = worker.pool.take_unstarted()
-    if not_started and safely(worker, lambda: engine.release(not_started, worker.status)) is not None:
+    if not_started and safely(worker, lambda: engine.release(not_started, worker.duties.status)) is not None:
         for execution in not_started:
             in_flight.pop(execution.pk, None)
     while in_flight and not worker._abandon.is_set():

@@ -237,7 +237,8 @@ class Worker:
         elif not claimed:
             # Idle: until the next duties (tick or sleeping execution due), an outcome, a notification, or
             # (trusting the listener) until the ping in flight is overdue.
-            until_check = self._listener.seconds_until_check(time.monotonic()) if self._listening else float("inf")
+            listener = self._listener
+            until_check = listener.seconds_until_check(time.monotonic()) if listener and self._listening else float("inf")
             self.wait(
                 min(
                     duties.seconds_until_heartbeat(),
@@ -259,7 +260,7 @@ class Worker:
         if not self._pending and not claim:
             return free, []
         recorded, claimed = self.engine.record_and_claim(
-            self.status, self._pending, self.selection, free if claim else 0, now
+            self.duties.status, self._pending, self.selection, free if claim else 0, now
         )
         if claim and len(claimed) >= free:
             self._maybe_work.set()  # a full claim: there may be more
@@ -277,7 +278,7 @@ class Worker:
         listening = self._listener is not None and self._listener.trusted(time.monotonic())
         if listening == self._listening:
             return
-        self.engine.record_notifications(self.status, listening)
+        self.engine.record_notifications(self.duties.status, listening)
         self._listening = listening
         if listening:
             logger.info("Notifications arrive: new work starts at once, no polling while they keep arriving")
@@ -393,7 +394,8 @@ class Worker:
         )
 
     def _record_exit(self, crash: str | None) -> None:
-        if self.status is None:
+        status = self.status
+        if status is None:
             return
-        stopping.safely(self, lambda: self.engine.record_exit(self.status, self.exit_code, self.stop_signal, crash))
+        stopping.safely(self, lambda: self.engine.record_exit(status, self.exit_code, self.stop_signal, crash))
         logger.info("Worker %s stopped (exit code %s)", self.label, self.exit_code)

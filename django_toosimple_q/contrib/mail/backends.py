@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Any, Sequence
 
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
@@ -25,7 +25,7 @@ class QueueBackend(BaseEmailBackend):
     #: Says "this backend queues, it does not deliver" (``TOOSIMPLEQ_EMAIL_BACKEND`` must deliver).
     queues_emails = True
 
-    def __init__(self, fail_silently: bool = False, **kwargs) -> None:
+    def __init__(self, fail_silently: bool = False, **kwargs: Any) -> None:
         # fail_silently is handled here rather than passed on: Django >= 6.1 deprecates it in the base class.
         super().__init__(**kwargs)
         self.fail_silently = fail_silently

@@ -33,7 +33,7 @@ except ImportError:  # Django 4.2: plain tuples
 class _ParsedMIMEBase(MIMEBase):
     """What a stored ``MIMEBase`` attachment is parsed back into (Django checks ``isinstance(MIMEBase)``)."""
 
-    def __init__(self, policy=None):
+    def __init__(self, policy: Any = None) -> None:
         email.message.Message.__init__(self, policy=policy or email.policy.compat32)
 
 

@@ -54,7 +54,7 @@ def send_emails(*messages: dict[str, Any]) -> dict[str, Any]:
     """
     emails = [message_from_data(data) for data in messages]
     sent = 0
-    failures: list[tuple[dict, EmailMessage, BaseException]] = []
+    failures: list[tuple[dict[str, Any], EmailMessage, BaseException]] = []
     with delivery_backend() as backend:  # opening fails (server down) before anything is sent
         for data, message in zip(messages, emails):
             try:
@@ -119,7 +119,7 @@ def retry_settings() -> tuple[int, float]:
     return retries, float(retry_delay)
 
 
-def delivery_backend():
+def delivery_backend() -> Any:
     """A new instance of the backend that really sends (``TOOSIMPLEQ_EMAIL_BACKEND``)."""
     name = getattr(settings, "TOOSIMPLEQ_EMAIL_BACKEND", DEFAULT_BACKEND)
     mailers = getattr(mail, "mailers", None)  # Django >= 6.1: a name from settings.MAILERS works too

@@ -24,7 +24,7 @@ class Command(BaseCommand):
         "when no worker is online (1), a queue waits longer than --max-wait (2) or failures exceed "
         "--max-failures (4); codes add up."
     )
-    requires_system_checks = []
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser):
         parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
@@ -89,7 +89,7 @@ class Command(BaseCommand):
     def print_tables(self, snap: monitoring.Snapshot, problems: list[str]) -> None:
         out = self.stdout
         out.write("Queues")
-        rows = [("queue", "ready", "oldest wait", "queued", "sleeping", "processing")]
+        rows: list[tuple[object, ...]] = [("queue", "ready", "oldest wait", "queued", "sleeping", "processing")]
         rows += [
             (q.queue, q.ready, _seconds(q.oldest_wait) if q.ready else "-", q.queued, q.sleeping, q.processing)
             for q in snap.queues
