@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core import checks
 
-from .registry import ConfigurationError, schedules_registry
+from .registry import ConfigurationError, invalid_schedules, schedules_registry
 
 
 @checks.register("toosimpleq")
@@ -26,6 +26,8 @@ def check_schedules(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
                 )
         except ConfigurationError as exc:
             errors.append(checks.Error(str(exc), obj=schedule, id="toosimpleq.E001"))
+    for name, problem in sorted(invalid_schedules.items()):
+        errors.append(checks.Error(problem, obj=name, id="toosimpleq.E001"))
     return errors
 
 

@@ -6,10 +6,12 @@ import datetime
 import functools
 import inspect
 import logging
+import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 
 from asgiref.sync import async_to_sync
+from django.apps import apps as django_apps
 from django.utils import timezone
 
 from . import serialization, validation
@@ -68,13 +70,14 @@ class Task:
 
     # -- queuing -------------------------------------------------------------------------------------
 
-    def check_call(self, args: tuple, kwargs: dict) -> dict[str, str]:
+    def check_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, str]:
         """Refuse, before anything is written, a call the function could not accept or we could not
         store; returns the stored text of the arguments (encoded once, here)."""
-        try:
-            self.signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise InvalidCall(f"Task {self.name!r} cannot be queued with these arguments: {exc}") from None
+        if not self._binds(args, kwargs):
+            try:
+                self.signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise InvalidCall(f"Task {self.name!r} cannot be queued with these arguments: {exc}") from None
         try:
             return {
                 "args": serialization.dumps(list(args), "the arguments", wrapper=True),
@@ -88,6 +91,40 @@ class Task:
                 self._check_storable(value, f"keyword argument {key!r}")
             raise
 
+    def _warn_if_loading(self) -> None:
+        """Queuing while Django loads its apps is almost always a ``.queue()`` at the module level of a
+        ``tasks.py``: it would queue again at every ``manage.py`` command (and fail ``migrate`` on a new
+        database). Say so, pointing at the line."""
+        if not django_apps.ready:
+            warnings.warn(
+                f"Task {self.name!r} is queued while Django is still loading its apps, probably by a call at "
+                "the module level of a tasks.py, which runs at every start of Django (every manage.py "
+                "command, migrate included). Queue from a view, the shell, another task or a schedule instead.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    def _binds(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """True if the function surely accepts these arguments, checked without ``Signature.bind``
+        (which costs more than the rest of a ``queue_many()`` call) when its parameters are all plain
+        positional-or-keyword ones; False means "ask ``bind``", which explains a refusal."""
+        plan = self.__dict__.get("_bind_plan")
+        if plan is None:
+            parameters = list(self.signature.parameters.values())
+            simple = all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in parameters)
+            names = tuple(p.name for p in parameters)
+            required = sum(1 for p in parameters if p.default is inspect.Parameter.empty)
+            plan = self.__dict__["_bind_plan"] = (simple, names, required)
+        simple, names, required = plan
+        if not simple or len(args) > len(names):
+            return False
+        if not kwargs:
+            return len(args) >= required
+        given = set(names[: len(args)])
+        if any(key in given or key not in names for key in kwargs):
+            return False
+        return all(name in kwargs for name in names[len(args) : required])
+
     def _check_storable(self, value: Any, what: str) -> None:
         try:
             serialization.dumps(value, what)
@@ -97,24 +134,27 @@ class Task:
     def queue(self, *args: Any, due: datetime.datetime | None = None, **kwargs: Any) -> TaskExec:
         """Queue one call of this task and return its saved ``TaskExec`` (for a unique task whose
         identical call already waits: that one)."""
+        self._warn_if_loading()
         encoded = self.check_call(args, kwargs)
         return get_engine().insert(self.new_exec(args, kwargs, due, encoded=encoded))
 
     def new_exec(
         self,
-        args: Iterable,
-        kwargs: dict,
+        args: Iterable[Any],
+        kwargs: dict[str, Any],
         due: datetime.datetime | None = None,
         *,
         encoded: dict[str, str] | None = None,
+        now: datetime.datetime | None = None,
         **options: Any,
     ) -> TaskExec:
         """An unsaved execution of one call (arguments already checked, ``encoded`` their stored text
-        if known). ``options`` override the task's own: ``queue``, ``priority``, ``retries``,
-        ``retry_delay``."""
+        if known; ``now``: its creation time, by default the current time). ``options`` override the
+        task's own: ``queue``, ``priority``, ``retries``, ``retry_delay``."""
         from .models import TaskExec
 
-        now = timezone.now()
+        if now is None:
+            now = timezone.now()
         due = validation.due_for_db(self.name, due) if due is not None else now
         return TaskExec.build(
             encoded=encoded,
@@ -139,8 +179,10 @@ class Task:
         ``Call(*args, **kwargs)``. Every call is checked first: one bad call queues nothing. A unique
         task gets one execution per distinct call, merged with those already waiting.
         """
+        self._warn_if_loading()
         if due is not None:
             due = validation.due_for_db(self.name, due)  # refused even when there are no calls
+        now = timezone.now()  # one creation time for the whole batch
         executions = []
         for index, call in enumerate(calls):
             args, kwargs = Call.split(call, self.name, index)
@@ -148,14 +190,14 @@ class Task:
                 encoded = self.check_call(args, kwargs)
             except TypeError as exc:
                 raise InvalidCall(f"Call #{index}: {exc}") from None
-            executions.append(self.new_exec(args, kwargs, due, encoded=encoded))
+            executions.append(self.new_exec(args, kwargs, due, encoded=encoded, now=now))
         return get_engine().insert_many(executions)
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
 
 
-def call_function(func: Callable[..., Any], args: Iterable, kwargs: dict) -> Any:
+def call_function(func: Callable[..., Any], args: Iterable[Any], kwargs: dict[str, Any]) -> Any:
     """Call ``func``; an ``async def`` function runs to completion on an event loop of its own.
 
     ``async_to_sync`` runs the loop in a helper thread while this thread serves the coroutine's
@@ -174,7 +216,7 @@ class Call:
         self.kwargs = kwargs
 
     @staticmethod
-    def split(call: Any, task_name: str, index: int) -> tuple[tuple, dict]:
+    def split(call: Any, task_name: str, index: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
         if isinstance(call, Call):
             return call.args, call.kwargs
         if isinstance(call, (tuple, list)):
@@ -187,16 +229,37 @@ class Call:
         )
 
 
-class TaskRegistry(dict):
+TaskT = TypeVar("TaskT", bound="Task")
+
+
+class TaskRegistry(dict[str, "Task"]):
     """Registered tasks by name."""
 
-    def register(self, task: Task) -> Task:
-        if task.name in self:
-            logger.info("Task %r registered again: the new definition replaces the earlier one", task.name)
+    def register(self, task: TaskT) -> TaskT:
+        earlier = self.get(task.name)
+        if earlier is not None:
+            if _origin(earlier.func) == _origin(task.func):
+                # The same function, its module imported again (e.g. by a test runner or importlib.reload).
+                logger.info("Task %r registered again: the new definition replaces the earlier one", task.name)
+            else:
+                logger.warning(
+                    "Task %r registered again by %s, replacing %s: two functions share this name, and only "
+                    "the last one registered runs; give one of them another name (@register_task(name=...))",
+                    task.name,
+                    _origin(task.func),
+                    _origin(earlier.func),
+                )
         self[task.name] = task
         return task
+
+
+def _origin(func: Callable[..., Any]) -> str:
+    return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', repr(func))}"
 
 
 tasks_registry: TaskRegistry = TaskRegistry()
 # Registered schedules by name, filled by ``@schedule_task`` (see ``schedules.register_schedule``).
 schedules_registry: dict[str, Schedule] = {}
+# Schedules declared with a value that cannot work (cron expression, time zone, arguments), by name:
+# the reason. They are not registered; the system check ``toosimpleq.E001`` reports them.
+invalid_schedules: dict[str, str] = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Sequence, overload
 
 from django.conf import settings
 from django.utils import timezone
@@ -18,7 +18,7 @@ from django.utils import timezone
 from .cron import MANUAL, Cron, get_zone
 from .engine import get_engine
 from .errors import InvalidCron
-from .registry import ConfigurationError, Task, schedules_registry, tasks_registry
+from .registry import ConfigurationError, Task, invalid_schedules, schedules_registry, tasks_registry
 from .validation import show, text_problem
 
 if TYPE_CHECKING:
@@ -37,8 +37,8 @@ class Schedule:
     name: str
     task: Task
     cron: str
-    args: tuple = ()
-    kwargs: dict = field(default_factory=dict)
+    args: Sequence[Any] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
     run_on_creation: bool = False
     catch_up: bool = False
     datetime_kwarg: str | None = None
@@ -118,6 +118,10 @@ class Schedule:
         return f"<Schedule {self.name} {self.cron!r} -> {self.task_name}>"
 
 
+@overload
+def to_aware(value: datetime.datetime) -> datetime.datetime: ...
+@overload
+def to_aware(value: None) -> None: ...
 def to_aware(value: datetime.datetime | None) -> datetime.datetime | None:
     """A datetime read from the database or ``timezone.now()``, made aware (USE_TZ=False gives naive)."""
     if value is None or timezone.is_aware(value):
@@ -125,6 +129,10 @@ def to_aware(value: datetime.datetime | None) -> datetime.datetime | None:
     return timezone.make_aware(value)
 
 
+@overload
+def to_db(value: datetime.datetime) -> datetime.datetime: ...
+@overload
+def to_db(value: None) -> None: ...
 def to_db(value: datetime.datetime | None) -> datetime.datetime | None:
     """An aware datetime as Django expects it for the database: naive local time if USE_TZ=False."""
     if value is None or settings.USE_TZ or timezone.is_naive(value):
@@ -134,7 +142,17 @@ def to_db(value: datetime.datetime | None) -> datetime.datetime | None:
 
 def validate(schedule: Schedule) -> None:
     """Raise ``ConfigurationError`` naming the schedule and what to change if it cannot work."""
-    where = f"Schedule {show(schedule.name, 80)} (cron {show(schedule.cron)})"
+    validate_declaration(schedule)
+    validate_values(schedule)
+
+
+def _where(schedule: Schedule) -> str:
+    return f"Schedule {show(schedule.name, 80)} (cron {show(schedule.cron)})"
+
+
+def validate_declaration(schedule: Schedule) -> None:
+    """What makes a schedule impossible to register at all: its name, and a task that is not one."""
+    where = _where(schedule)
     problem = text_problem(schedule.name)
     if problem:
         raise ConfigurationError(f"{where}: the name {problem}; give it another name with @schedule_task(name=...)")
@@ -144,6 +162,11 @@ def validate(schedule: Schedule) -> None:
         )
     if tasks_registry.get(schedule.task_name) is None:
         raise ConfigurationError(f"{where}: its task {schedule.task_name!r} is not registered")
+
+
+def validate_values(schedule: Schedule) -> None:
+    """What a schedule is declared with: queue, cron expression, time zone and arguments."""
+    where = _where(schedule)
     problem = text_problem(schedule.queue_name)
     if problem:
         raise ConfigurationError(f"{where}: queue {problem}")
@@ -173,8 +196,15 @@ def validate(schedule: Schedule) -> None:
 
 
 def register_schedule(schedule: Schedule) -> Schedule:
-    """Validate ``schedule`` and add it to ``schedules_registry`` (refusing a clash of names)."""
-    validate(schedule)
+    """Validate ``schedule`` and add it to ``schedules_registry`` (refusing a clash of names).
+
+    A schedule that is not a schedule of a registered task, or clashes with another, is refused at
+    once (``ConfigurationError``). One whose values cannot work (an invalid cron expression or time
+    zone, arguments its task does not accept) is not registered either, but kept in
+    ``invalid_schedules``: the system check ``toosimpleq.E001`` reports it, so that ``manage.py check``,
+    ``runserver``, ``migrate`` and ``worker`` say what to change instead of a traceback at import.
+    """
+    validate_declaration(schedule)
     existing = schedules_registry.get(schedule.name)
     if existing is not None:
         # The same module imported again (a new Task object under the same task name) replaces its
@@ -186,6 +216,14 @@ def register_schedule(schedule: Schedule) -> Schedule:
                 f"name with @schedule_task(name=...)"
             )
         logger.info("Schedule %r registered again: the new definition replaces the earlier one", schedule.name)
+    try:
+        validate_values(schedule)
+    except ConfigurationError as exc:
+        schedules_registry.pop(schedule.name, None)
+        invalid_schedules[schedule.name] = str(exc)
+        logger.error("%s; it is not registered (system check toosimpleq.E001)", exc)
+        return schedule
+    invalid_schedules.pop(schedule.name, None)
     schedules_registry[schedule.name] = schedule
     return schedule
 
@@ -219,6 +257,8 @@ def _find_schedule(wanted: str | Task) -> Schedule:
     schedule = schedules_registry.get(wanted)
     if schedule is not None:
         return schedule
+    if wanted in invalid_schedules:
+        raise ConfigurationError(invalid_schedules[wanted])
     ending = [name for name in schedules_registry if name.endswith(f".{wanted}")]
     hint = f"; did you mean {' or '.join(repr(n) for n in sorted(ending))}?" if ending else "."
     raise LookupError(

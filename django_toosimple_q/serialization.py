@@ -58,7 +58,7 @@ class Undecodable:
         return f"<undecodable value: {self.error}>"
 
 
-def _tagged(kind: str, payload: Any) -> dict:
+def _tagged(kind: str, payload: Any) -> dict[str, Any]:
     return {TAG: [kind, payload]}
 
 
@@ -137,7 +137,7 @@ def _encode_container(value: Any, depth: int, parents: set[int]) -> Any:
     return encoded
 
 
-def _encode_items(items: Any, depth: int, parents: set[int]) -> list:
+def _encode_items(items: Any, depth: int, parents: set[int]) -> list[Any]:
     encoded = []
     for index, item in enumerate(items):
         try:
@@ -148,7 +148,7 @@ def _encode_items(items: Any, depth: int, parents: set[int]) -> list:
     return encoded
 
 
-def _encode_dict(value: dict, depth: int, parents: set[int]) -> dict:
+def _encode_dict(value: dict[Any, Any], depth: int, parents: set[int]) -> dict[str, Any]:
     if TAG not in value and all(isinstance(k, str) and not _has_surrogate(k) for k in value):
         encoded = {}
         for key, item in value.items():
@@ -188,7 +188,10 @@ def _reads_back_hashable(data: Any) -> bool:
         return False
     if not isinstance(data, dict):
         return True
-    kind, payload = data[TAG] if len(data) == 1 and TAG in data else (None, None)
+    kind: str | None = None
+    payload: Any = ()
+    if len(data) == 1 and TAG in data:
+        kind, payload = data[TAG]
     if kind == "tuple":
         return all(_reads_back_hashable(item) for item in payload)
     return kind not in (None, "dict", "set")
@@ -205,7 +208,7 @@ def _has_surrogate(text: str) -> bool:
     return False
 
 
-def _pieces(text: str) -> list:
+def _pieces(text: str) -> list[str | int]:
     """A string with lone surrogates as its runs of text and the surrogates' code points: ``["a", 55296]``."""
     # Splitting on a captured surrogate alternates runs of text (even places, maybe empty) and surrogates.
     parts = _SURROGATE_SPLIT.split(text)
@@ -269,11 +272,41 @@ def dumps(value: Any, path: str = "value", *, wrapper: bool = False) -> str:
     The text never holds NUL or lone surrogates (JSON escapes control characters, and strings with
     surrogates are tagged), so every database stores it as it is.
     """
-    data = to_jsonable(value, path, wrapper=wrapper)
+    if wrapper and _all_plain(value):
+        data = value  # nothing to tag: the common case of queue(), encoded as it is
+    else:
+        data = to_jsonable(value, path, wrapper=wrapper)
     try:
-        return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return _ENCODER.encode(data)
     except (ValueError, RecursionError, OverflowError) as exc:  # e.g. a lower int digit limit in this process
         raise UnstorableValue(value, path, f"cannot be written as JSON ({exc})") from None
+
+
+#: The encoder of stored text (made once: ``json.dumps`` with options builds one per call).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _plain(value: Any) -> bool:
+    """A value that ``to_jsonable`` returns unchanged: None, bool, an int within the limit, a finite
+    float, a str without lone surrogates (exact types only: subclasses take the general path)."""
+    kind = type(value)
+    if kind is str:
+        return value.isascii() or not _has_surrogate(value)
+    if kind is int:
+        return -_INT_LIMIT < value < _INT_LIMIT
+    if kind is float:
+        return math.isfinite(value)
+    return value is None or kind is bool
+
+
+def _all_plain(value: Any) -> bool:
+    """A list, or a dict with str keys, of plain values only (the arguments of most calls)."""
+    kind = type(value)
+    if kind is list:
+        return all(map(_plain, value))
+    if kind is dict:
+        return TAG not in value and all(type(k) is str and _plain(k) and _plain(v) for k, v in value.items())
+    return False
 
 
 def loads(text: str) -> Any:

@@ -159,17 +159,41 @@ class WorkerProcesses:
                 pass
 
 
+def schedule_problem(declare: Callable[[], object], name: str) -> str:
+    """What is wrong with the schedule ``name`` that ``declare()`` declares: refused at once
+    (``ConfigurationError``: not a schedule of a task, a clash, a bad name) or, for its values,
+    reported by the system check ``toosimpleq.E001``. Either way it is not registered."""
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    from django_toosimple_q.registry import ConfigurationError, schedules_registry
+
+    try:
+        declare()
+    except ConfigurationError as exc:
+        problem = str(exc)
+    else:
+        with pytest.raises(SystemCheckError) as error:
+            call_command("check")
+        problem = str(error.value)
+        assert "toosimpleq.E001" in problem
+    assert name not in schedules_registry
+    return problem
+
+
 @pytest.fixture
 def clean_registry():
     """Tasks and schedules a test declares are forgotten afterwards; the test app's stay."""
-    from django_toosimple_q.registry import schedules_registry, tasks_registry
+    from django_toosimple_q.registry import invalid_schedules, schedules_registry, tasks_registry
 
-    tasks, schedules = dict(tasks_registry), dict(schedules_registry)
+    tasks, schedules, invalid = dict(tasks_registry), dict(schedules_registry), dict(invalid_schedules)
     yield
     tasks_registry.clear()
     tasks_registry.update(tasks)
     schedules_registry.clear()
     schedules_registry.update(schedules)
+    invalid_schedules.clear()
+    invalid_schedules.update(invalid)
 
 
 @pytest.fixture

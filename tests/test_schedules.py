@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime
+import re
 import logging
 import os
 import signal
+import subprocess
+import sys
 import textwrap
 import time
 import types
@@ -26,7 +29,7 @@ from django_toosimple_q.models import ScheduleExec, TaskExec, WorkerStatus
 from django_toosimple_q.registry import ConfigurationError, schedules_registry, tasks_registry
 from django_toosimple_q.schedules import run_schedule_now
 from tests.app.models import Record
-from tests.conftest import wait_for
+from tests.conftest import schedule_problem, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_registry")]
 
@@ -360,11 +363,16 @@ def target():
         ("0 8 * * *", "Mars/Olympus_Mons", "not a known IANA time zone"),
     ],
 )
-def test_invalid_cron_is_refused_naming_schedule_and_expression(cron, timezone, message):
-    with pytest.raises(ConfigurationError, match=message) as error:
-        schedule_task(name="bad_one", cron=cron, timezone=timezone)(target)
-    assert "'bad_one'" in str(error.value) and repr(cron) in str(error.value)
-    assert "bad_one" not in schedules_registry
+def test_invalid_cron_is_a_system_check_error_naming_schedule_and_expression(cron, timezone, message):
+    schedule_task(name="bad_one", cron=cron, timezone=timezone)(target)  # no traceback at import
+    problem = schedule_problem(lambda: None, "bad_one")
+    assert message in problem and "Schedule 'bad_one'" in problem and repr(cron) in problem
+    with pytest.raises(ConfigurationError, match=message):
+        run_schedule_now("bad_one")
+    # Declared again (e.g. fixed and reloaded), it is registered and the check passes.
+    schedule_task(name="bad_one", cron="@daily")(target)
+    assert "bad_one" in schedules_registry
+    call_command("check")
 
 
 def test_schedule_must_decorate_a_registered_task():
@@ -387,10 +395,12 @@ def test_unknown_task_is_refused():
 
 
 def test_arguments_the_task_cannot_take_are_refused():
-    with pytest.raises(ConfigurationError, match="'target_args'.*cannot be queued"):
-        schedule_task(name="target_args", cron="@daily", args=[1])(target)
-    with pytest.raises(ConfigurationError, match="cannot be queued"):
-        schedule_task(name="target_kw", cron="@daily", datetime_kwarg="when")(target)
+    problem = schedule_problem(lambda: schedule_task(name="target_args", cron="@daily", args=[1])(target), "target_args")
+    assert re.search("'target_args'.*cannot be queued", problem)
+    problem = schedule_problem(
+        lambda: schedule_task(name="target_kw", cron="@daily", datetime_kwarg="when")(target), "target_kw"
+    )
+    assert "cannot be queued" in problem
 
 
 def test_name_clash_is_refused():
@@ -770,3 +780,32 @@ def test_exactly_once_with_three_workers(workers, monkeypatch):
     row = ScheduleExec.objects.get(name="every_second")
     assert row.last_due == due_times[-1] and row.last_task_id == executions[-1].pk
     print("executions per worker:", Counter(e.worker_id for e in finished))
+
+
+def test_invalid_cron_in_an_apps_tasks_module_stops_check_and_worker_without_a_traceback(tmp_path, transactional_db):
+    from tests.conftest import WorkerProcesses
+
+    app = tmp_path / "bad_cron_app"
+    app.mkdir()
+    (app / "__init__.py").write_text("")
+    (app / "tasks.py").write_text(
+        "from django_toosimple_q.decorators import register_task, schedule_task\n"
+        "\n"
+        "@schedule_task(cron='61 * * * *')\n"
+        "@register_task(name='bad_cron_task')\n"
+        "def bad_cron_task():\n"
+        "    return 1\n"
+    )
+    (tmp_path / "bad_cron_settings.py").write_text(
+        "from tests.settings import *  # noqa\nINSTALLED_APPS = [*INSTALLED_APPS, 'bad_cron_app']\n"
+    )
+    env = WorkerProcesses().env()
+    env["DJANGO_SETTINGS_MODULE"] = "bad_cron_settings"
+    env["PYTHONPATH"] = str(tmp_path) + os.pathsep + env["PYTHONPATH"]
+    for command in (["check"], ["worker", "--once"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "django", *command], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode != 0, (command, done.stdout, done.stderr)
+        assert "toosimpleq.E001" in done.stderr and "Schedule 'bad_cron_task' (cron '61 * * * *')" in done.stderr
+        assert "Traceback" not in done.stderr, done.stderr

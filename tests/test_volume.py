@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import io
 import signal
 
 import pytest
@@ -71,6 +72,29 @@ def test_retention_deletes_old_finished_executions_only():
     remaining = set(TaskExec.objects.values_list("pk", flat=True))
     assert remaining == {done[3].pk, done[4].pk, waiting.pk}
     assert WorkerStatus.objects.count() == 0
+
+
+def test_prune_older_than_zero_keeps_running_workers_and_their_executions(workers):
+    """``toosimpleq_prune --older_than 0``: every finished execution and stopped worker goes; a running
+    worker's record and the execution it runs stay."""
+    finished = tasks_registry["add"].queue(1, 1)
+    call_command("worker", "--until_done", verbosity=0)  # leaves a STOPPED worker record
+    stopped = WorkerStatus.objects.get()
+    proc = workers.start("--tick", "0.2")
+    running = tasks_registry["sleep_then_record"].queue("prune-live", 3)
+    wait_for(lambda: TaskExec.objects.filter(pk=running.pk, state=TaskExec.States.PROCESSING).exists(), message=proc)
+    live = WorkerStatus.objects.exclude(pk=stopped.pk).get()
+    out = io.StringIO()
+    call_command("toosimpleq_prune", "--older_than", "0", stdout=out)
+    assert "Deleted 1 execution(s)" in out.getvalue() and "records of 1 worker(s)" in out.getvalue()
+    assert not TaskExec.objects.filter(pk=finished.pk).exists()
+    assert list(WorkerStatus.objects.values_list("pk", flat=True)) == [live.pk]
+    wait_for(lambda: Record.objects.filter(key="prune-live").exists(), message=proc)
+    running.refresh_from_db()
+    assert running.worker_id == live.pk
+    wait_for(lambda: TaskExec.objects.get(pk=running.pk).state == TaskExec.States.SUCCEEDED, message=proc)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
 
 
 def test_worker_prunes_by_itself_and_setting_is_validated():

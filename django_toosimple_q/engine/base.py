@@ -46,10 +46,10 @@ class Engine(Inserts, ScheduleStatements):
         self.db = db
 
     @property
-    def connection(self):
+    def connection(self) -> Any:
         return connections[self.db]
 
-    def objects(self):
+    def objects(self) -> Any:
         return TaskExec.objects.using(self.db)
 
     # -- retrying on transient lock errors ---------------------------------------------------------
@@ -133,7 +133,7 @@ class Engine(Inserts, ScheduleStatements):
         wake due sleeping executions, and send ``ping`` to the worker's listener (see ``listener``);
         returns when the next sleeping one is due, and the live workers."""
 
-        def transact():
+        def transact() -> tuple[datetime.datetime | None, list[WorkerStatus]]:
             with transaction.atomic(using=self.db):
                 WorkerStatus.objects.using(self.db).filter(pk=worker.pk).update(last_seen=now)
                 next_sleeping = self.wake_sleeping(now)
@@ -150,7 +150,7 @@ class Engine(Inserts, ScheduleStatements):
 
     def listener(
         self, worker: WorkerStatus, tick: float, queues_served: Callable[[str], bool], wake: Callable[[bool], None]
-    ):
+    ) -> Any:
         """Something that calls ``wake(sleeping)`` as soon as a served queue gets work, or None (poll only).
 
         It offers ``ping_due(now)``, ``ping_sent(seq, at)``, ``trusted(now)``, ``seconds_until_check(now)``,
@@ -172,7 +172,7 @@ class Engine(Inserts, ScheduleStatements):
         """SLEEPING executions whose due time has come become QUEUED; returns when the next one is due
         (so that an idle worker can wake up for it), or None."""
 
-        def transact():
+        def transact() -> datetime.datetime | None:
             self.objects().filter(state=States.SLEEPING, due__lte=now).update(state=States.QUEUED)
             return self.objects().filter(state=States.SLEEPING).order_by("due").values_list("due", flat=True).first()
 
@@ -415,13 +415,14 @@ class Engine(Inserts, ScheduleStatements):
         """Cancel the waiting executions among ``ids``; returns those cancelled. One conditional UPDATE
         per row: it cannot cancel a row a worker has just claimed, and tells exactly which were."""
         cancelled = []
-        for pk in ids:
-            done = self.retrying(
-                lambda pk=pk: self.objects()
-                .filter(pk=pk, state__in=States.waiting())
-                .update(state=States.CANCELLED, finished=now, unique_key=None)
+
+        def cancel_one(pk: int) -> int:
+            return self.objects().filter(pk=pk, state__in=States.waiting()).update(
+                state=States.CANCELLED, finished=now, unique_key=None
             )
-            if done:
+
+        for pk in ids:
+            if self.retrying(lambda: cancel_one(pk)):
                 cancelled.append(pk)
         return cancelled
 
@@ -446,7 +447,7 @@ class Engine(Inserts, ScheduleStatements):
 
     def prune(self, finished_before: datetime.datetime, batch: int = 1000) -> int:
         """Delete up to ``batch`` executions that finished before the cutoff (small batches keep
-        locks short); also workers that stopped before it. Returns how many executions went."""
+        locks short). Returns how many went: call again until 0, then ``prune_workers``."""
 
         def transact() -> int:
             with transaction.atomic(using=self.db):
@@ -459,12 +460,18 @@ class Engine(Inserts, ScheduleStatements):
                     self.objects().filter(pk__in=ids).delete()
                 return len(ids)
 
-        deleted = self.retrying(transact)
-        if deleted < batch:
-            self.retrying(
-                lambda: WorkerStatus.objects.using(self.db).filter(stopped__lt=finished_before).delete()
-            )
-        return deleted
+        return self.retrying(transact)
+
+    def prune_workers(self, stopped_before: datetime.datetime) -> int:
+        """Delete the records of workers that recorded their exit before the cutoff; never a running
+        worker's (nor one that stopped responding without recording an exit: the admin shows it
+        TIMEDOUT, see ``WorkerStatus``). Their executions keep their history, without the link."""
+        deleted, _ = self.retrying(
+            lambda: WorkerStatus.objects.using(self.db)
+            .filter(stopped__isnull=False, stopped__lt=stopped_before)
+            .delete()
+        )
+        return int(deleted)
 
     # -- interruption and rescue ------------------------------------------------------------------
 

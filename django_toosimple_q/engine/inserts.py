@@ -8,7 +8,8 @@ arguments are encoded once, by the caller that checked them (``TaskExec.build(en
 from __future__ import annotations
 
 import datetime
-from typing import Any, Sequence
+import operator
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar, cast
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -17,18 +18,29 @@ from ..models import TaskExec, TypedJSONField
 
 States = TaskExec.States
 
-#: Rows per INSERT statement.
+#: Rows per INSERT statement (a VALUES row each: a parameter per column and row).
 BATCH = 500
+#: Rows per INSERT statement where a batch is sent as one array per column (PostgreSQL).
+ARRAY_BATCH = 5000
+
+T = TypeVar("T")
 
 
 class Inserts:
     """Mixed into ``Engine``: uses its ``db``, ``connection``, ``objects`` and ``retrying``."""
 
+    if TYPE_CHECKING:  # provided by Engine
+        db: str
+        connection: Any
+
+        def objects(self) -> Any: ...
+        def retrying(self, operation: Callable[[], T], attempts: int = 50) -> T: ...
+
     #: PostgreSQL inserts a batch as one parameter per column (arrays unnested); elsewhere a VALUES row
     #: per execution.
     insert_as_arrays = False
     #: How to insert and skip rows that would break the unique index (``None``: not supported).
-    insert_ignoring_conflicts = "INSERT {rest} ON CONFLICT DO NOTHING"
+    insert_ignoring_conflicts: str | None = "INSERT {rest} ON CONFLICT DO NOTHING"
 
     def insert(self, execution: TaskExec) -> TaskExec:
         """Insert one execution, or merge it into the identical unique call already waiting (see
@@ -54,7 +66,7 @@ class Inserts:
         for execution in plain:
             execution.pk = None  # a retried transaction inserts afresh
         self.retrying(transact)
-        return [getattr(e, "_merged_into", e) for e in executions]
+        return [cast(TaskExec, getattr(e, "_merged_into", e)) for e in executions]
 
     # -- unique calls ------------------------------------------------------------------------------
 
@@ -110,27 +122,30 @@ class Inserts:
         """INSERT the executions (in batches), set their ids and return those inserted (all of them,
         unless ``ignore_conflicts`` skipped rows that would break the unique index)."""
         inserted: list[TaskExec] = []
-        for start in range(0, len(executions), BATCH):
-            batch = executions[start : start + BATCH]
+        size = ARRAY_BATCH if self.insert_as_arrays else BATCH
+        for start in range(0, len(executions), size):
+            batch = executions[start : start + size]
             inserted += self._insert_batch(batch, ignore_conflicts)
         return inserted
 
     def _insert_batch(self, batch: list[TaskExec], ignore_conflicts: bool) -> list[TaskExec]:
         qn = self.connection.ops.quote_name
         columns = _insert_columns()
-        values = [self._row(execution, columns) for execution in batch]
+        values = self._rows(batch, columns)
         names = ", ".join(qn(field.column) for field in columns)
         table = qn(TaskExec._meta.db_table)
         returning = f" RETURNING {qn('id')}" + (f", {qn('unique_key')}" if ignore_conflicts else "")
         if self.insert_as_arrays:
-            casts = ", ".join(f"%s::{field.db_type(self.connection)}[]" for field in columns)
-            rest = f"INTO {table} ({names}) SELECT * FROM unnest({casts})"
-            params: list[Any] = [list(column) for column in zip(*values)]
+            rest, params = self._select_from_arrays(table, names, columns, values)
         else:
             row = "(" + ", ".join(["%s"] * len(columns)) + ")"
             rest = f"INTO {table} ({names}) VALUES " + ", ".join([row] * len(batch))
             params = [value for row_values in values for value in row_values]
-        sql = (self.insert_ignoring_conflicts.format(rest=rest) if ignore_conflicts else f"INSERT {rest}") + returning
+        if ignore_conflicts:
+            assert self.insert_ignoring_conflicts is not None  # callers check that the database has it
+            sql = self.insert_ignoring_conflicts.format(rest=rest) + returning
+        else:
+            sql = f"INSERT {rest}" + returning
         with self.connection.cursor() as cursor:
             cursor.execute(sql, params)
             returned = cursor.fetchall()
@@ -147,18 +162,57 @@ class Inserts:
             inserted.append(by_key[key])
         return inserted
 
-    def _row(self, execution: TaskExec, columns: list[Any]) -> list[Any]:
+    def _select_from_arrays(
+        self, table: str, names: str, columns: list[Any], values: list[list[Any]]
+    ) -> tuple[str, list[Any]]:
+        """``INTO table (...) SELECT ...`` for a batch: a column whose value is the same on every row
+        (the task, queue, due... of a ``queue_many()``) is one parameter, the others one array each,
+        unnested side by side (rows come out in the arrays' order)."""
+        selected: list[str] = []
+        scalars: list[Any] = []
+        arrays: list[Any] = []
+        casts: list[str] = []
+        for field, column in zip(columns, zip(*values)):
+            db_type = field.db_type(self.connection)
+            first = column[0]
+            if all(value == first and type(value) is type(first) for value in column):
+                selected.append(f"%s::{db_type}")
+                scalars.append(first)
+            else:
+                selected.append(f"u.c{len(arrays)}")
+                casts.append(f"%s::{db_type}[]")
+                arrays.append(list(column))
+        if arrays:
+            source = f"unnest({', '.join(casts)}) AS u({', '.join(f'c{i}' for i in range(len(arrays)))})"
+        else:  # identical rows
+            source, arrays = "generate_series(1, %s)", [len(values)]
+        # Parameters in the order of the placeholders: the SELECT list, then the FROM.
+        return f"INTO {table} ({names}) SELECT {', '.join(selected)} FROM {source}", [*scalars, *arrays]
+
+    def _rows(self, batch: list[TaskExec], columns: list[Any]) -> list[list[Any]]:
+        """The values to write, per execution and column: arguments and results as their stored text
+        (the text ``check_call`` encoded, when known), datetimes as the database takes them."""
         connection = self.connection
-        encoded = execution.__dict__.get("_encoded") or {}
-        row = []
-        for field in columns:
-            value = execution.__dict__[field.attname]
-            if isinstance(field, TypedJSONField):
-                value = encoded.get(field.attname) or field.get_prep_value(value)
-            elif isinstance(value, datetime.datetime):
-                value = field.get_db_prep_value(value, connection)
-            row.append(value)
-        return row
+        read = operator.itemgetter(*(field.attname for field in columns))
+        encoded_columns = [(i, f) for i, f in enumerate(columns) if isinstance(f, TypedJSONField)]
+        other_columns = [(i, f) for i, f in enumerate(columns) if not isinstance(f, TypedJSONField)]
+        prepared: dict[tuple[int, datetime.datetime], Any] = {}  # a batch's executions share datetimes
+        rows = []
+        for execution in batch:
+            fields = execution.__dict__
+            row = list(read(fields))
+            encoded = fields.get("_encoded") or {}
+            for index, field in encoded_columns:
+                row[index] = encoded.get(field.attname) or field.get_prep_value(row[index])
+            for index, field in other_columns:
+                value = row[index]
+                if isinstance(value, datetime.datetime):
+                    key = (index, value)
+                    if key not in prepared:
+                        prepared[key] = field.get_db_prep_value(value, connection)
+                    row[index] = prepared[key]
+            rows.append(row)
+        return rows
 
 
 def _saved(execution: TaskExec, pk: int, db: str) -> None:

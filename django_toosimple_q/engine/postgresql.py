@@ -79,7 +79,7 @@ class PostgreSQLEngine(Engine):
         )
         params = [States.QUEUED, States.SLEEPING, now, States.SLEEPING, now]
 
-        def run():
+        def run() -> datetime.datetime | None:
             with self.connection.cursor() as cursor:
                 cursor.execute(sql, params)
                 return cursor.fetchone()[0]

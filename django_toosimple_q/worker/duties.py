@@ -36,12 +36,12 @@ class Duties:
         self.timeout = timeout
         self.scheduler = scheduler
         self._stopping = stopping
-        self.status: WorkerStatus | None = None  # set once the worker is registered
+        self.status: WorkerStatus  # set by registered(), before any duty runs
         #: The worker's listener, if any: each tick's transaction carries its ping when one is due.
         self.listener = None
         #: Set (by the listener) when the next sleeping execution may be due sooner than we think.
         self.reread_sleeping = threading.Event()
-        self._last_heartbeat: datetime.datetime | None = None
+        self._last_heartbeat: datetime.datetime  # set by registered()
         self._due: datetime.datetime | None = None  # None: at the first pass
         self._last_housekeeping: datetime.datetime | None = None
 
@@ -126,12 +126,14 @@ class Duties:
         if keep is not None:
             # Small batches, for at most about a second per housekeeping round.
             deadline = time.monotonic() + 1.0
-            deleted = 0
+            deleted, batch = 0, -1
             while time.monotonic() < deadline and not self._stopping.is_set():
                 batch = self.engine.prune(now - keep)
                 deleted += batch
                 if batch == 0:
                     break
+            if batch == 0:
+                self.engine.prune_workers(now - keep)
             if deleted:
                 logger.info("Deleted %s execution(s) finished more than %s ago", deleted, keep)
         if self.scheduler:

@@ -58,7 +58,7 @@ class TaskPool:
 
     def take_unstarted(self) -> list[TaskExec]:
         """Take back the executions handed over that no thread has started."""
-        unstarted = []
+        unstarted: list[TaskExec] = []
         while True:
             try:
                 execution = self._todo.get_nowait()
@@ -94,7 +94,7 @@ class TaskPool:
                     outcome = failed_outcome(f"The worker failed to run the task: {exc!r}", type(exc))
                 if outcome.started is None:
                     outcome = dataclasses.replace(outcome, started=execution.started)
-                duration = (outcome.finished - outcome.started).total_seconds()
+                duration = (outcome.finished - (outcome.started or outcome.finished)).total_seconds()
                 average = self.average_run
                 self.average_run = duration if average is None else 0.9 * average + 0.1 * duration
                 self._done.put((execution, outcome))

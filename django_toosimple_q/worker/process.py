@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sys
 import threading
+from typing import NoReturn
+
+from django.db import connections
 
 from ..errors import StartupError
 from .worker import EXIT_CRASHED, Worker
@@ -34,9 +38,29 @@ def run_process(worker: Worker, own_process: bool = True) -> int:
             ", ".join(t.name for t in leftovers),
             "; leaving without waiting for them" if own_process else "",
         )
-    if own_process and (worker.abandoned or leftovers):
-        logging.shutdown()
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        os._exit(code)
+    if own_process:
+        leave_now(code)
     return code
+
+
+def leave_now(code: int) -> NoReturn:
+    """End this worker's process: what it must do at exit (``atexit`` functions, e.g. an error
+    reporter's flush; log handlers; database connections closed cleanly), then exit without the
+    interpreter's teardown of every module, which takes a Django process 100-200 ms: the exit
+    after SIGTERM stays prompt. Also the way out when threads are left running (abandoned tasks,
+    non-daemon threads started by tasks), which would otherwise keep the process alive."""
+    try:
+        atexit._run_exitfuncs()
+    except Exception:  # noqa: BLE001 - reported by atexit itself; we leave anyway
+        pass
+    try:
+        connections.close_all()
+    except Exception:  # noqa: BLE001 - a connection in use by an abandoned thread
+        pass
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)

@@ -27,12 +27,17 @@ class Command(BaseCommand):
                 raise CommandError("--older_than must be >= 0")
             keep = datetime.timedelta(seconds=options["older_than"])
         else:
-            keep = conf.delete_finished_after()
-            if keep is None:
+            configured = conf.delete_finished_after()
+            if configured is None:
                 raise CommandError("TOOSIMPLEQ_DELETE_FINISHED_AFTER is None (keep forever): pass --older_than")
+            keep = configured
         engine = get_engine(conf.queue_database())
         cutoff = timezone.now() - keep
         total = 0
         while batch := engine.prune(cutoff, options["batch"]):
             total += batch
-        self.stdout.write(f"Deleted {total} execution(s) finished before {cutoff.isoformat()}.")
+        workers = engine.prune_workers(cutoff)
+        self.stdout.write(
+            f"Deleted {total} execution(s) finished before {cutoff.isoformat()}, and the records of {workers} "
+            "worker(s) that stopped before then (running workers are never deleted)."
+        )
