@@ -58,6 +58,10 @@ class Inserts:
         unique = [e for e in executions if e.unique_key is not None]
 
         def transact() -> None:
+            if not unique and len(plain) <= self._batch_size():
+                # One statement is atomic by itself: no BEGIN/COMMIT round trips (``queue()``).
+                self._insert_rows(plain)
+                return
             with transaction.atomic(using=self.db):
                 self._insert_rows(plain)
                 if unique:
@@ -122,11 +126,14 @@ class Inserts:
         """INSERT the executions (in batches), set their ids and return those inserted (all of them,
         unless ``ignore_conflicts`` skipped rows that would break the unique index)."""
         inserted: list[TaskExec] = []
-        size = ARRAY_BATCH if self.insert_as_arrays else BATCH
+        size = self._batch_size()
         for start in range(0, len(executions), size):
             batch = executions[start : start + size]
             inserted += self._insert_batch(batch, ignore_conflicts)
         return inserted
+
+    def _batch_size(self) -> int:
+        return ARRAY_BATCH if self.insert_as_arrays else BATCH
 
     def _insert_batch(self, batch: list[TaskExec], ignore_conflicts: bool) -> list[TaskExec]:
         qn = self.connection.ops.quote_name
@@ -135,7 +142,7 @@ class Inserts:
         names = ", ".join(qn(field.column) for field in columns)
         table = qn(TaskExec._meta.db_table)
         returning = f" RETURNING {qn('id')}" + (f", {qn('unique_key')}" if ignore_conflicts else "")
-        if self.insert_as_arrays:
+        if self.insert_as_arrays and len(batch) > 1:
             rest, params = self._select_from_arrays(table, names, columns, values)
         else:
             row = "(" + ", ".join(["%s"] * len(columns)) + ")"
