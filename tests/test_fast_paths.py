@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import datetime
 import inspect
 import json
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from django_toosimple_q import serialization
@@ -103,3 +104,39 @@ def test_binds_takes_the_shortcut_for_plain_functions():
     task = Task(func=plain, name="plain_probe")
     assert task._binds((1, 2), {}) and task._binds((1,), {"b": 2}) and task._binds((), {"a": 1, "b": 2, "c": 3})
     assert not task._binds((1,), {}) and not task._binds((1, 2, 3, 4), {}) and not task._binds((1,), {"a": 2})
+
+
+@pytest.mark.django_db(transaction=True)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.one_of(st.integers(), any_text, st.none()), max_size=3),
+            st.integers(min_value=-5, max_value=5),
+            st.sampled_from(["default", "other", "ünïcode"]),
+            st.integers(min_value=0, max_value=3),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_a_batch_with_rows_that_differ_column_by_column_reads_back_equal(rows):
+    """One INSERT per batch sends a column as one value when it is the same on every row, else as a
+    list: whichever columns differ, every row reads back as built."""
+    from django.utils import timezone
+
+    from django_toosimple_q.engine import get_engine
+    from django_toosimple_q.models import TaskExec
+
+    task = Task(func=lambda *args: None, name="batch_probe")
+    now = timezone.now().replace(microsecond=0)
+    built = [
+        task.new_exec(args, {}, now + datetime.timedelta(seconds=offset), queue=queue, priority=priority)
+        for args, priority, queue, offset in rows
+    ]
+    saved = get_engine().insert_many(built)
+    for execution, (args, priority, queue, offset) in zip(saved, rows):
+        stored = TaskExec.objects.get(pk=execution.pk)
+        assert (stored.args, stored.priority, stored.queue) == (args, priority, queue)
+        assert stored.due == now + datetime.timedelta(seconds=offset)
+    TaskExec.objects.filter(task_name="batch_probe").delete()

@@ -8,6 +8,7 @@ arguments are encoded once, by the caller that checked them (``TaskExec.build(en
 from __future__ import annotations
 
 import datetime
+import json
 import operator
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar, cast
 
@@ -173,12 +174,13 @@ class Inserts:
         self, table: str, names: str, columns: list[Any], values: list[list[Any]]
     ) -> tuple[str, list[Any]]:
         """``INTO table (...) SELECT ...`` for a batch: a column whose value is the same on every row
-        (the task, queue, due... of a ``queue_many()``) is one parameter, the others one array each,
-        unnested side by side (rows come out in the arrays' order)."""
+        (the task, queue, due... of a ``queue_many()``) is one parameter, the others one JSON array
+        of text each, read side by side by ``ROWS FROM (json_array_elements_text(...), ...)`` (rows
+        come out in the arrays' order). One JSON text per column costs far less to send than a
+        PostgreSQL array, whose every element the driver quotes."""
         selected: list[str] = []
         scalars: list[Any] = []
         arrays: list[Any] = []
-        casts: list[str] = []
         for field, column in zip(columns, zip(*values)):
             db_type = field.db_type(self.connection)
             first = column[0]
@@ -186,11 +188,11 @@ class Inserts:
                 selected.append(f"%s::{db_type}")
                 scalars.append(first)
             else:
-                selected.append(f"u.c{len(arrays)}")
-                casts.append(f"%s::{db_type}[]")
-                arrays.append(list(column))
+                selected.append(f"u.c{len(arrays)}::{db_type}")
+                arrays.append(_JSON.encode([_as_json_text(value) for value in column]))
         if arrays:
-            source = f"unnest({', '.join(casts)}) AS u({', '.join(f'c{i}' for i in range(len(arrays)))})"
+            functions = ", ".join(["json_array_elements_text(%s::json)"] * len(arrays))
+            source = f"ROWS FROM ({functions}) AS u({', '.join(f'c{i}' for i in range(len(arrays)))})"
         else:  # identical rows
             source, arrays = "generate_series(1, %s)", [len(values)]
         # Parameters in the order of the placeholders: the SELECT list, then the FROM.
@@ -220,6 +222,16 @@ class Inserts:
                     row[index] = prepared[key]
             rows.append(row)
         return rows
+
+
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _as_json_text(value: Any) -> Any:
+    """A column value as JSON whose text form PostgreSQL casts back to the column's type."""
+    if isinstance(value, (datetime.datetime, datetime.date)):
+        return value.isoformat()
+    return value
 
 
 def _saved(execution: TaskExec, pk: int, db: str) -> None:
