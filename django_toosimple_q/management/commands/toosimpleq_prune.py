@@ -14,7 +14,8 @@ from ...engine import get_engine
 class Command(BaseCommand):
     help = (
         "Delete finished executions older than --older_than seconds (default: TOOSIMPLEQ_DELETE_FINISHED_AFTER), "
-        "in small batches. Workers do this by themselves; this command is for cron jobs or a one-off clean-up."
+        "in small batches, then the records of workers that stopped before then (never a running worker's). "
+        "Workers do this by themselves; this command is for cron jobs or a one-off clean-up."
     )
 
     def add_arguments(self, parser):
