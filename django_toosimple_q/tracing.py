@@ -32,9 +32,12 @@ SYSTEM = "django_toosimple_q"
 ERROR_STATES = frozenset({"FAILED", "INVALID", "INTERRUPTED"})
 
 
+#: The global provider's tracer: a proxy until the project sets its provider, then the real one's.
+_TRACER: Any = trace.get_tracer("django_toosimple_q") if ENABLED else None
+
+
 def _tracer() -> Any:
-    # The global provider's tracer: a proxy until the project sets its provider, the real one after.
-    return trace.get_tracer("django_toosimple_q")
+    return _TRACER
 
 
 @contextmanager

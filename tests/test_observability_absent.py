@@ -59,3 +59,20 @@ def test_works_without_the_extras(tmp_path):
     assert result["contexts"] == ["None"]
     assert result["imported"] == []
     assert "pip install 'django-toosimple-q[prometheus]'" in result["view"]
+
+
+def test_without_the_extra_the_hot_paths_skip_tracing(monkeypatch, run_worker):
+    """``tracing.ENABLED`` False (the package absent): queuing and running never enter ``tracing``."""
+    from django_toosimple_q import tracing
+    from django_toosimple_q.models import TaskExec
+    from tests.app.tasks import add
+
+    def never(*args, **kwargs):
+        raise AssertionError("tracing entered while disabled")
+
+    monkeypatch.setattr(tracing, "ENABLED", False)
+    for name in ("queuing", "queued", "running", "lost_run"):
+        monkeypatch.setattr(tracing, name, never)
+    ids = [add.queue(1, 2).pk, *(e.pk for e in add.queue_many([(3, 4), (5, 6)]))]
+    run_worker()
+    assert list(TaskExec.objects.filter(pk__in=ids).values_list("state", flat=True)) == ["SUCCEEDED"] * 3
