@@ -87,7 +87,7 @@ def mariadb_fill_sql(rows: int, workers: list[int]) -> str:
         "CASE seq % 3 WHEN 0 THEN 'default' WHEN 1 THEN 'mail' ELSE 'reports' END, 0, "
         f"{ts(1000)}, {ts(1000)}, {ts(500)}, {ts(0)}, {state}, CAST(seq % 1000 * 2 AS CHAR), "
         "CASE WHEN seq % 20 = 0 THEN CONCAT('ValueError: boom ', seq) ELSE NULL END, '', 0, 0, "
-        f"({workers[0]} + seq % {len(workers)}), 1, 0 FROM seq_1_to_{rows}"
+        f"({workers[0]} + seq % {len(workers)}), 1, 0, FALSE FROM seq_1_to_{rows}"
     )
 
 

@@ -115,32 +115,38 @@ class Totals:
             params.append(finished.get_db_prep_value(until, self.connection))
         run = self.seconds_between.format(start=qn("started"), end=qn("finished"))
         wait = self.seconds_between.format(start=qn("due"), end=qn("started"))
-        buckets = [
-            f"SUM(CASE WHEN {name} <= {bound!r} THEN 1 ELSE 0 END)" for name in ("r", "w") for bound in BUCKETS
-        ]
+
+        def bucket(name: str) -> str:
+            """The index in ``BUCKETS`` of the first bound holding the value (len(BUCKETS): none)."""
+            whens = " ".join(f"WHEN {name} <= {bound!r} THEN {i}" for i, bound in enumerate(BUCKETS))
+            return f"CASE WHEN {name} IS NULL THEN NULL {whens} ELSE {len(BUCKETS)} END"
+
+        # One row per task, state and pair of buckets: each execution is classified once (a CASE
+        # that stops at its bucket), the cumulative counts are added up here.
         sql = (
-            f"SELECT t, s, COUNT(*), COUNT(r), SUM(CASE WHEN r > 0 THEN r ELSE 0 END), "
-            f"SUM(CASE WHEN w > 0 THEN w ELSE 0 END), {', '.join(buckets)} "
+            f"SELECT t, s, {bucket('r')}, {bucket('w')}, COUNT(*), COUNT(r), "
+            f"SUM(CASE WHEN r > 0 THEN r ELSE 0 END), SUM(CASE WHEN w > 0 THEN w ELSE 0 END) "
             f"FROM (SELECT {qn('task_name')} AS t, {qn('state')} AS s, {run} AS r, {wait} AS w "
-            f"FROM {table} WHERE {' AND '.join(where)}) AS f GROUP BY t, s"
+            f"FROM {table} WHERE {' AND '.join(where)}) AS f GROUP BY 1, 2, 3, 4"
         )
         with self.connection.cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
-        n = len(BUCKETS)
-        return [
-            Aggregate(
-                task,
-                state,
-                int(count),
-                int(started),
-                float(run or 0),
-                float(wait or 0),
-                [int(v or 0) for v in rest[:n]],
-                [int(v or 0) for v in rest[n:]],
-            )
-            for task, state, count, started, run, wait, *rest in rows
-        ]
+        found: dict[tuple[str, str], Aggregate] = {}
+        for task, state, run_bucket, wait_bucket, count, started, run_sum, wait_sum in rows:
+            aggregate = found.get((task, state))
+            if aggregate is None:
+                aggregate = found[task, state] = Aggregate(task, state)
+            aggregate.executions += int(count)
+            aggregate.started += int(started)
+            aggregate.run_seconds += float(run_sum or 0)
+            aggregate.wait_seconds += float(wait_sum or 0)
+            # Cumulative: an execution in bucket i counts in every bucket from i on.
+            for index, counts in ((run_bucket, aggregate.run_buckets), (wait_bucket, aggregate.wait_buckets)):
+                if index is not None:
+                    for i in range(int(index), len(BUCKETS)):
+                        counts[i] += int(started)
+        return list(found.values())
 
     def read_totals(self) -> tuple[list[Aggregate], datetime.datetime | None]:
         """The totals kept so far, and the mark: they count every execution finished before it."""
@@ -165,6 +171,9 @@ class Totals:
         mark = self.totals_mark()
         if mark is not None and mark >= until:
             return False
+        # Counted before taking the lock (the first fold reads the whole history: seconds on a large
+        # table, during which SQLite would refuse every other writer), used if the mark has not moved.
+        counted = (mark, self.finished_aggregates(mark, until))
 
         def lock_mark() -> bool:
             # An UPDATE first: a row lock on PostgreSQL and MariaDB, the write lock on SQLite, so
@@ -184,7 +193,8 @@ class Totals:
                 if since is not None and since >= until:
                     return False
                 rows = {(r.task_name, r.state): r for r in self._totals().exclude(task_name="", state="")}
-                for new in self.finished_aggregates(since, until):
+                aggregates = counted[1] if since == counted[0] else self.finished_aggregates(since, until)
+                for new in aggregates:
                     row = rows.get((new.task_name, new.state))
                     if row is None:
                         total = new
