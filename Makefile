@@ -19,8 +19,8 @@ $(VENV)/.installed-base: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e . $(DJANGO_PIN)
 	touch $@
 
-# mysqlclient compiles against the MariaDB client library, and the pooler tests need PgBouncer: install
-# them from Debian when we can.
+# mysqlclient compiles against the MariaDB client library, the pooler tests need PgBouncer and the
+# metrics test Prometheus: install them from Debian when we can.
 system-deps:
 	@if ! pkg-config --exists libmariadb 2>/dev/null && ! pkg-config --exists mysqlclient 2>/dev/null; then \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
@@ -38,6 +38,16 @@ system-deps:
 	     (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer >/dev/null)); \
 	    if [ -d /run/systemd/system ]; then systemctl disable --now pgbouncer >/dev/null 2>&1 || true; fi; \
 	  else echo "pgbouncer missing: the connection-pooler tests will be skipped"; fi; \
+	fi
+	@# Prometheus: the metrics test (tests/test_metrics.py) starts its own, scraping a test server (the
+	@# service the package starts under systemd is not needed).
+	@if ! command -v prometheus >/dev/null; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "Installing prometheus (the metrics test starts one)"; \
+	    (DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus >/dev/null)); \
+	    if [ -d /run/systemd/system ]; then systemctl disable --now prometheus >/dev/null 2>&1 || true; fi; \
+	  else echo "prometheus missing: the end-to-end metrics test will be skipped"; fi; \
 	fi
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed-base | system-deps

@@ -57,7 +57,7 @@ def configure(db: str) -> None:
 
 COLUMNS = (
     "task_name, args, kwargs, queue, priority, due, created, started, finished, state, result, error, output, "
-    "retries, retry_delay, worker_id, attempt, crashes"
+    "retries, retry_delay, worker_id, attempt, crashes, is_unique"
 )
 
 
@@ -91,7 +91,7 @@ def fill_sql(vendor: str, rows: int, workers: list[int]) -> str:
         f"{prefix}INSERT INTO {table} ({COLUMNS}) SELECT "
         f"'task_' || (x % 20), '[' || (x % 1000) || ',\"item-' || x || '\"]', '{{}}', "
         f"CASE x % 3 WHEN 0 THEN 'default' WHEN 1 THEN 'mail' ELSE 'reports' END, 0, "
-        f"{ts(1000)}, {ts(1000)}, {ts(500)}, {ts(0)}, {state}, {result}, {error}, '', 0, 0, {worker}, 1, 0 "
+        f"{ts(1000)}, {ts(1000)}, {ts(500)}, {ts(0)}, {state}, {result}, {error}, '', 0, 0, {worker}, 1, 0, FALSE "
         f"FROM {source}"
     )
 

@@ -81,3 +81,22 @@ def max_crashes() -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ImproperlyConfigured(f"TOOSIMPLEQ_MAX_CRASHES must be a whole number >= 1, not {value!r}")
     return value
+
+
+#: ``metrics_token()`` when ``TOOSIMPLEQ_METRICS_TOKEN`` is not set at all.
+NOT_SET = object()
+
+
+def metrics_token() -> object:
+    """``TOOSIMPLEQ_METRICS_TOKEN``: the bearer token the metrics view asks for (a string); ``None``:
+    the view answers anyone (your middleware or network protects it); ``NOT_SET`` when the setting is
+    missing: the view refuses every request, saying how to configure it."""
+    if not hasattr(settings, "TOOSIMPLEQ_METRICS_TOKEN"):
+        return NOT_SET
+    value = settings.TOOSIMPLEQ_METRICS_TOKEN
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ImproperlyConfigured(
+            "TOOSIMPLEQ_METRICS_TOKEN must be a non-empty string (the bearer token Prometheus sends) or None "
+            f"(the metrics view then answers every request: protect it yourself), not {value!r}"
+        )
+    return value

@@ -200,6 +200,10 @@ class TaskExec(models.Model):
     # Set only while a unique task's execution waits; NULLs never collide, so the database itself
     # guarantees at most one waiting execution per identical call.
     unique_key = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
+    #: The trace context of the code that queued this call (W3C ``traceparent``/``tracestate`` as JSON),
+    #: so that its execution continues the trace, in another process or on another host (see
+    #: docs/monitoring.md). None without OpenTelemetry, or outside of a trace. Replacements keep it.
+    trace_context = models.TextField(_("trace context"), null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name = _("task execution")
@@ -249,6 +253,7 @@ class TaskExec(models.Model):
             retry_delay=retry_delay,
             is_unique=self.is_unique,
             unique_key=self.call_fingerprint() if self.is_unique else None,
+            trace_context=self.trace_context,
         )
 
     @classmethod
@@ -310,6 +315,41 @@ class ScheduleExec(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ExecutionTotal(models.Model):
+    """Monotonic totals of finished executions, per task and final state, for the metrics.
+
+    Finished rows are counted here once they finished before ``folded_until``, the mark kept on the
+    row with empty ``task_name`` and ``state``; the metrics add the rows finished since then, read
+    from the ``(state, finished)`` index. Pruning deletes only rows that finished before the mark, so
+    the totals never go down when old executions are deleted (see docs/monitoring.md). Written by
+    the engine only (``Engine.fold_totals``).
+    """
+
+    objects = QueueManager()
+
+    id = models.BigAutoField(primary_key=True)
+    task_name = models.CharField(_("task name"), max_length=255)
+    state = models.CharField(_("state"), max_length=32)
+    executions = models.BigIntegerField(_("executions"), default=0)
+    #: Executions that started (run time and pick-up latency observed), and the sums of both.
+    started = models.BigIntegerField(_("started"), default=0)
+    run_seconds = models.FloatField(_("run time (seconds, sum)"), default=0)
+    wait_seconds = models.FloatField(_("pick-up latency (seconds, sum)"), default=0)
+    #: Cumulative counts per bucket (``monitoring.BUCKETS``), as JSON lists of integers.
+    run_buckets = models.TextField(_("run time buckets"), default="[]")
+    wait_buckets = models.TextField(_("pick-up latency buckets"), default="[]")
+    #: On the mark row only: every execution finished before this time is counted in the totals.
+    folded_until = models.DateTimeField(_("folded until"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("execution total")
+        verbose_name_plural = _("execution totals")
+        constraints = [models.UniqueConstraint(fields=["task_name", "state"], name="toosimpleq_total_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.task_name or '(mark)'} {self.state}: {self.executions}"
 
 
 class WorkerStatus(models.Model):

@@ -3,6 +3,8 @@
 Every query here is bounded by an index (see the indexes on ``TaskExec``) so that it stays fast
 with millions of finished executions: counts per state read the ``(state, finished)`` index only,
 waiting rows are found by state, and the throughput chart reads a time window of that index.
+The totals of finished executions (``finished_totals``, for the metrics) read the totals kept by
+the engine plus the last few minutes of that index (see ``engine.totals``).
 """
 
 from __future__ import annotations
@@ -11,10 +13,15 @@ import datetime
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from django.db import transaction
 from django.db.models import Count, Func, IntegerField, Min
 from django.utils import timezone
 
-from .models import TaskExec, WorkerStatus
+from .engine import get_engine
+from .engine.totals import Aggregate
+from .models import ScheduleExec, TaskExec, WorkerStatus
+from .registry import schedules_registry
+from .schedules import to_aware
 
 States = TaskExec.States
 
@@ -239,3 +246,48 @@ def snapshot(now: datetime.datetime | None = None, using: str | None = None) -> 
         workers_online=workers,
         retried_failures_24h=retried_failures_since(since, using),
     )
+
+
+def finished_totals(using: str | None = None) -> list[Aggregate]:
+    """Every execution that ever finished, per task and final state, with its run time and pick-up
+    latency buckets: the totals the engine keeps plus what finished since their mark. Monotonic:
+    pruning old executions does not lower them (see ``engine.totals``)."""
+    engine = get_engine(using)
+    # One transaction: the rows counted since the mark are those the totals read do not hold.
+    with transaction.atomic(using=engine.db):
+        kept, mark = engine.read_totals()
+        recent = engine.finished_aggregates(mark, None)
+    merged: dict[tuple[str, str], Aggregate] = {}
+    for aggregate in [*kept, *recent]:
+        key = (aggregate.task_name, aggregate.state)
+        if key in merged:
+            merged[key].add(aggregate)
+        else:
+            merged[key] = Aggregate(aggregate.task_name, aggregate.state)
+            merged[key].add(aggregate)
+    return sorted(merged.values(), key=lambda a: (a.task_name, a.state))
+
+
+def worker_counts(now: datetime.datetime | None = None, using: str | None = None) -> dict[str, int]:
+    """Workers running (no exit recorded) by state: ``ONLINE`` (heartbeat fresh) or ``TIMEDOUT``."""
+    now = now or timezone.now()
+    counts: dict[str, int] = {WorkerStatus.States.ONLINE: 0, WorkerStatus.States.TIMEDOUT: 0}
+    for worker in WorkerStatus.objects.using(using).filter(stopped__isnull=True).only("last_seen", "timeout"):
+        counts[WorkerStatus.States.ONLINE if worker.is_fresh(now) else WorkerStatus.States.TIMEDOUT] += 1
+    return counts
+
+
+def schedule_lags(now: datetime.datetime | None = None, using: str | None = None) -> dict[str, float]:
+    """Per active schedule known to this process: seconds since its next occurrence came due without
+    being queued yet (0 when none is overdue). A worker queues an occurrence within a tick of it: a
+    lag growing past that means no worker runs the schedule."""
+    now = now or timezone.now()
+    lags = {}
+    rows = ScheduleExec.objects.using(using).filter(state=ScheduleExec.States.ACTIVE)
+    for name, last_due in rows.values_list("name", "last_due"):
+        schedule = schedules_registry.get(name)
+        if schedule is None:
+            continue
+        due = schedule.next_due(to_aware(last_due), now)
+        lags[name] = max((now - due).total_seconds(), 0.0) if due is not None else 0.0
+    return lags

@@ -75,6 +75,9 @@ if DB == "postgresql":
 
 SECRET_KEY = "tests-only"
 DEBUG = False
+# The metrics view served by a real server process (tests/test_metrics.py).
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
+TOOSIMPLEQ_METRICS_TOKEN = "tests-metrics-token"
 USE_TZ = True
 TIME_ZONE = "UTC"
 INSTALLED_APPS = [

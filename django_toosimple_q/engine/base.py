@@ -23,6 +23,7 @@ from ..models import EncodedJSON, TaskExec, WorkerStatus
 from .outcome import Outcome
 from .inserts import Inserts
 from .schedules import ScheduleStatements
+from .totals import Totals
 
 logger = logging.getLogger("django_toosimple_q.engine")
 T = TypeVar("T")
@@ -38,7 +39,7 @@ class Selection:
     excluded_queues: list[str]
 
 
-class Engine(Inserts, ScheduleStatements):
+class Engine(Inserts, ScheduleStatements, Totals):
     #: Appended to the inner SELECT of the claim (row locks where the database has them).
     lock_clause = ""
 
@@ -447,13 +448,15 @@ class Engine(Inserts, ScheduleStatements):
 
     def prune(self, finished_before: datetime.datetime, batch: int = 1000) -> int:
         """Delete up to ``batch`` executions that finished before the cutoff (small batches keep
-        locks short). Returns how many went: call again until 0, then ``prune_workers``."""
+        locks short). Returns how many went: call again until 0, then ``prune_workers``. They are
+        counted in the metrics' totals first (``fold_before_pruning``), which therefore never go down."""
+        cutoff = self.fold_before_pruning(finished_before)
 
         def transact() -> int:
             with transaction.atomic(using=self.db):
                 ids = list(
                     self.objects()
-                    .filter(finished__lt=finished_before, state__in=States.finished())
+                    .filter(finished__lt=cutoff, state__in=States.finished())
                     .values_list("id", flat=True)[:batch]
                 )
                 if ids:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar, cast
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from .. import tracing
 from ..models import TaskExec, TypedJSONField
 
 States = TaskExec.States
@@ -52,9 +53,20 @@ class Inserts:
         """Insert new executions and return, for each, the execution that will run it: itself (now
         saved), or for a unique call (``unique_key`` set) the execution of the identical call already
         waiting, moved to the earlier due time if this one is due sooner. The unique index arbitrates
-        concurrent inserts: a check-then-insert would race."""
+        concurrent inserts: a check-then-insert would race.
+
+        With OpenTelemetry (``tracing.ENABLED``), new calls are inserted inside a PRODUCER span whose
+        context they store (see ``tracing``)."""
         if not executions:
             return []
+        if tracing.ENABLED:
+            with tracing.queuing(executions) as span:
+                saved = self._insert_many(executions)
+                tracing.queued(span, saved)
+                return saved
+        return self._insert_many(executions)
+
+    def _insert_many(self, executions: Sequence[TaskExec]) -> list[TaskExec]:
         plain = [e for e in executions if e.unique_key is None]
         unique = [e for e in executions if e.unique_key is not None]
 

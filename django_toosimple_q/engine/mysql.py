@@ -15,6 +15,8 @@ class MySQLEngine(Engine):
     #: ``INSERT IGNORE`` would also turn other errors into warnings: unique calls are inserted one by
     #: one in savepoints instead.
     insert_ignoring_conflicts = None
+    seconds_between = "(TIMESTAMPDIFF(MICROSECOND, {start}, {end}) / 1000000.0)"
+
     def is_busy_error(self, exc: Exception) -> bool:
         # 1213: deadlock found; 1205: lock wait timeout. Both roll back and are safe to run again.
         code = exc.args[0] if exc.args else None

@@ -58,6 +58,7 @@ def read_payload(payload: str) -> tuple[str, bool]:
 class PostgreSQLEngine(Engine):
     insert_as_arrays = True
     lock_clause = " FOR UPDATE SKIP LOCKED"
+    seconds_between = "EXTRACT(EPOCH FROM ({end} - {start}))"
     outcome_casts = {
         "id": "::bigint",
         "state": "::varchar",

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from .. import conf
 from ..engine import Engine
+from ..engine.totals import FOLD_MARGIN
 from ..models import WorkerStatus
 from ..registry import schedules_registry, tasks_registry
 from .scheduler import Scheduler
@@ -114,8 +115,10 @@ class Duties:
                 )
 
     def housekeeping(self, now: datetime.datetime, live: list[WorkerStatus]) -> None:
-        """Invalidate executions of tasks that no online worker knows; delete old finished ones; the
-        schedules' rows (unknown ones invalidated, changes made elsewhere read)."""
+        """Move the metrics' totals forward; invalidate executions of tasks that no online worker knows;
+        delete old finished ones; the schedules' rows (unknown ones invalidated, changes made elsewhere read)."""
+        # The metrics' totals: executions finished a few minutes ago and before are counted there.
+        self.engine.fold_totals(now - FOLD_MARGIN)
         online = [worker for worker in live if worker.is_fresh(now)]
         grace = conf.unknown_task_grace()
         known = set(tasks_registry).union(*(worker.tasks or [] for worker in online))

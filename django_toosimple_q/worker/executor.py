@@ -8,7 +8,7 @@ import re
 import traceback
 from django.utils import timezone
 
-from .. import serialization
+from .. import serialization, tracing
 from ..engine.outcome import Outcome
 from ..models import TaskExec, describe
 from ..registry import Task, tasks_registry
@@ -20,6 +20,17 @@ States = TaskExec.States
 
 
 def run_execution(execution: TaskExec) -> Outcome:
+    """Run ``execution`` here and return its outcome (nothing is written); with OpenTelemetry, inside
+    the execution's span (see ``tracing``)."""
+    if tracing.ENABLED:
+        with tracing.running(execution) as span:
+            outcome = _run_execution(execution)
+            span.ended(outcome.state, outcome.exception, outcome.error)
+            return outcome
+    return _run_execution(execution)
+
+
+def _run_execution(execution: TaskExec) -> Outcome:
     """Run ``execution`` here and return its outcome (nothing is written).
 
     Never raises for anything the task does: its exceptions, including SystemExit and

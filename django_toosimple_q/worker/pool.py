@@ -12,7 +12,7 @@ from typing import Callable
 
 from django.db import connections
 
-from .. import signals
+from .. import signals, tracing
 from ..engine.outcome import Outcome
 from ..models import TaskExec
 from .executor import failed_outcome, run_execution, runs_isolated, timeout_of
@@ -112,6 +112,8 @@ class TaskPool:
             return child.run(execution, limit)
         except (TimeLimitExceeded, ChildDied) as exc:
             logger.error("%s #%s: %s", execution.task_name, execution.pk, exc)
+            if tracing.ENABLED:  # the child's own span never ended
+                tracing.lost_run(execution, exc, execution.started.timestamp() if execution.started else None)
             return failed_outcome(f"{type(exc).__name__}: {exc}", type(exc), started=execution.started)
 
 

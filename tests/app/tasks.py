@@ -160,3 +160,13 @@ def return_pickled(path, index):
     """Returns value ``index`` of the list pickled at ``path`` (the test's generated values)."""
     with open(path, "rb") as file:
         return pickle.load(file)[index]
+
+
+@register_task(name="traced_work")
+def traced_work(key):
+    """Makes a span of its own: a child of the execution's span (tests/test_tracing.py)."""
+    from opentelemetry import trace
+
+    with trace.get_tracer("tests").start_as_current_span("inside the task"):
+        Record.objects.create(key=key, pid=os.getpid())
+    return key
