@@ -41,6 +41,8 @@ class Selection:
 class Engine(Inserts, ScheduleStatements):
     #: Appended to the inner SELECT of the claim (row locks where the database has them).
     lock_clause = ""
+    #: How the claim's UPDATE takes the rows its inner SELECT (``chosen``) picked.
+    claim_ids = "{id} IN ({chosen})"
 
     def __init__(self, db: str):
         self.db = db
@@ -214,18 +216,56 @@ class Engine(Inserts, ScheduleStatements):
         table = qn(TaskExec._meta.db_table)
         where, params = self._claim_filter(selection, now)
         columns = ", ".join(qn(f.column) for f in TaskExec._meta.concrete_fields)
+        chosen = (
+            f"SELECT {qn('id')} FROM {table} WHERE {where} "
+            f"ORDER BY {qn('priority')} DESC, {qn('due')}, {qn('id')} LIMIT %s{self.lock_clause}"
+        )
         sql = (
             f"UPDATE {table} SET {qn('state')} = %s, {qn('started')} = %s, {qn('worker_id')} = %s, "
             f"{qn('unique_key')} = NULL "
-            f"WHERE {qn('id')} IN (SELECT {qn('id')} FROM {table} WHERE {where} "
-            f"ORDER BY {qn('priority')} DESC, {qn('due')}, {qn('id')} LIMIT %s{self.lock_clause}) "
+            f"WHERE {self.claim_ids.format(id=qn('id'), chosen=chosen)} "
             f"RETURNING {columns}"
         )
         all_params = [States.PROCESSING, self._db_datetime(now), worker.pk, *params, limit]
-        claimed = self.retrying(lambda: list(self.objects().raw(sql, all_params)))
+
+        def run() -> list[TaskExec]:
+            with self.connection.cursor() as cursor:
+                cursor.execute(sql, all_params)
+                return self.executions_from_rows(cursor.fetchall())
+
+        claimed = self.retrying(run)
         # RETURNING gives no order guarantee: restore the claim order.
         claimed.sort(key=lambda e: (-e.priority, e.due, e.id))
         return claimed
+
+    def executions_from_rows(self, rows: list[tuple]) -> list[TaskExec]:
+        """Executions from rows of every concrete column in ``_meta`` order, values converted as a
+        queryset would (the backend's converters, then the field's ``from_db_value``), built with
+        ``TaskExec.build()``: ``raw()`` would call ``Model.__init__`` for each, the larger cost."""
+        converters = self._converters()
+        db = self.db
+        connection = self.connection
+        executions = []
+        for row in rows:
+            values = {}
+            for (attname, expression, functions), value in zip(converters, row):
+                for function in functions:
+                    value = function(value, expression, connection)
+                values[attname] = value
+            executions.append(TaskExec.build(db, **values))
+        return executions
+
+    def _converters(self) -> list[tuple[str, Any, list[Any]]]:
+        cached = self.__dict__.get("_converter_list")
+        if cached is None:
+            cached = []
+            connection = self.connection
+            for field in TaskExec._meta.concrete_fields:
+                expression = field.get_col(TaskExec._meta.db_table)
+                functions = connection.ops.get_db_converters(expression) + expression.get_db_converters(connection)
+                cached.append((field.attname, expression, functions))
+            self._converter_list = cached
+        return cached
 
     # -- finishing ---------------------------------------------------------------------------------
 
@@ -307,9 +347,8 @@ class Engine(Inserts, ScheduleStatements):
             bare = dataclasses.replace(fallback, output="", error="The task ran, but the database refused its outcome. Not retried.")
             return self._record(worker, execution, bare, None)
 
-    #: The columns an outcome writes, and how to cast parameters of each (PostgreSQL types NULLs).
+    #: The columns an outcome writes.
     OUTCOME_COLUMNS = ("state", "started", "finished", "result", "error", "output", "exception_class")
-    outcome_casts: dict[str, str] = {}
 
     def _outcome_values(self, outcome: Outcome) -> dict[str, Any]:
         """The values an outcome writes, the result as its stored text (encoded once, by the executor)."""
@@ -325,8 +364,7 @@ class Engine(Inserts, ScheduleStatements):
         table = qn(TaskExec._meta.db_table)
         fields = {name: TaskExec._meta.get_field(name) for name in self.OUTCOME_COLUMNS}
         names = ("id", *self.OUTCOME_COLUMNS)
-        cast = self.outcome_casts
-        first = ", ".join(f"%s{cast.get(n, '')} AS {qn(n)}" for n in names)
+        first = ", ".join(f"%s AS {qn(n)}" for n in names)
         rest = ", ".join(["%s"] * len(names))
         rows = " UNION ALL ".join([f"SELECT {first}"] + [f"SELECT {rest}"] * (len(outcomes) - 1))
         params: list[Any] = []
