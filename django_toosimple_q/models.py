@@ -104,7 +104,8 @@ class StateIndex(models.Index):
 class SetIndex(models.Index):
     """An index over the rows where ``field`` is set (NOT NULL), partial where the database has them
     (PostgreSQL, SQLite): a column that is NULL on almost every row (``replaced_by``) then costs no
-    index entry per row version. On MariaDB/MySQL, a plain index on the column."""
+    index entry per row version. On MariaDB/MySQL, a plain index on the column (migration 0025 leaves
+    it to the index InnoDB keeps for the foreign key of ``replaced_by``)."""
 
     def __init__(self, *, field: str, name: str):
         self.field = field

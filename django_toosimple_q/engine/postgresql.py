@@ -91,7 +91,10 @@ class PostgreSQLEngine(Engine):
         assignments = ", ".join(f"{name} = v.{name}" for name in self.OUTCOME_COLUMNS)
         sql = (
             f"UPDATE {table} AS t SET {assignments} FROM unnest({arrays}) AS v({', '.join(names)}) "
-            f"WHERE t.id = v.id AND t.state = %s AND t.worker_id = %s RETURNING t.id"
+            # ``|| ''`` and ``+ 0``: the rows are reached by primary key. An index on ``state`` or
+            # ``worker_id`` also holds the dead entries of every execution this worker ran since the
+            # last vacuum, and with stale statistics the planner would pick it and walk them all.
+            f"WHERE t.id = v.id AND t.state || '' = %s AND t.worker_id + 0 = %s RETURNING t.id"
         )
         with connection.cursor() as cursor:
             cursor.execute(sql, [*columns, States.PROCESSING, worker.pk])
@@ -110,7 +113,8 @@ class PostgreSQLEngine(Engine):
         """One statement: pick the first ``limit`` ready rows (locked, skipping those other workers
         hold), take their executions that are still QUEUED and not locked by another transaction (a
         cancel under way), and delete the ready rows of those taken. Nobody waits for a lock here, so
-        no deadlock; a ready row whose execution was skipped stays for the next claim.
+        no deadlock; a ready row whose execution was skipped stays for the next claim. The executions
+        are reached by primary key (``state || ''`` is not indexable: see ``finish_many``).
 
         ``enable_sort`` is off for the rest of the transaction: without fresh statistics on the ready
         table (autovacuum off, or a burst since its last analyze) the planner may prefer reading and
@@ -131,7 +135,7 @@ class PostgreSQLEngine(Engine):
             f"ORDER BY priority DESC, due, id LIMIT %s FOR UPDATE SKIP LOCKED), "
             f"taken AS (UPDATE {table} SET state = %s, started = %s, worker_id = %s, unique_key = NULL "
             f"WHERE id = ANY(ARRAY(SELECT id FROM {table} WHERE id = ANY(ARRAY(SELECT id FROM picked)) "
-            f"AND state = %s FOR UPDATE SKIP LOCKED)) RETURNING {self._returning()}), "
+            f"AND state || '' = %s FOR UPDATE SKIP LOCKED)) RETURNING {self._returning()}), "
             f"dropped AS (DELETE FROM toosimpleq_ready WHERE id = ANY(ARRAY(SELECT id FROM taken))) "
             f"SELECT * FROM taken"
         )
