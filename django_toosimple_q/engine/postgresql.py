@@ -58,7 +58,6 @@ def read_payload(payload: str) -> tuple[str, bool]:
 
 class PostgreSQLEngine(Engine):
     insert_as_arrays = True
-    lock_clause = " FOR UPDATE SKIP LOCKED"
     #: Executions a worker claims between two vacuums of ``toosimpleq_ready`` (see ``vacuum_ready``).
     VACUUM_READY_EVERY = 10_000
     #: The type of each column an outcome writes (one array parameter per column).
