@@ -38,7 +38,9 @@ def worker() -> WorkerStatus:
 
 operations = st.lists(
     st.tuples(
-        st.sampled_from(["insert", "insert_sleeping", "wake", "cancel", "reprioritize", "claim", "release", "delete"]),
+        st.sampled_from(
+            ["insert", "insert_sleeping", "wake", "cancel", "reprioritize", "claim", "release", "delete", "old_claim"]
+        ),
         st.integers(min_value=-2, max_value=2),
     ),
     min_size=1,
@@ -78,6 +80,9 @@ def test_the_ready_table_follows_every_write(steps):
         elif kind == "release" and claimed:
             engine.release(claimed[:1], owner)
             claimed = claimed[1:]
+        elif kind == "old_claim":  # a worker of the previous version (rolling deploy) claims without the ready table
+            first = list(rows.filter(state=States.QUEUED).values_list("id", flat=True)[:1])
+            TaskExec.objects.filter(pk__in=first).update(state=States.PROCESSING, worker=owner, started=now)
         elif kind == "delete":
             first = list(rows.filter(state=States.QUEUED).values_list("id", flat=True)[:1])
             TaskExec.objects.filter(pk__in=first).delete()

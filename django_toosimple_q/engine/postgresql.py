@@ -56,6 +56,10 @@ def read_payload(payload: str) -> tuple[str, bool]:
     return payload, False
 
 
+#: Run before the claim, in its transaction (see ``PostgreSQLEngine.claim``).
+CLAIMING = "SELECT set_config('enable_sort', 'off', true), set_config('toosimpleq.claiming', 'on', true)"
+
+
 class PostgreSQLEngine(Engine):
     insert_as_arrays = True
     #: Executions a worker claims between two vacuums of ``toosimpleq_ready`` (see ``vacuum_ready``).
@@ -115,9 +119,11 @@ class PostgreSQLEngine(Engine):
         no deadlock; a ready row whose execution was skipped stays for the next claim. The executions
         are reached by primary key (``state || ''`` is not indexable: see ``finish_many``).
 
-        ``enable_sort`` is off for the rest of the transaction: without fresh statistics on the ready
-        table (autovacuum off, or a burst since its last analyze) the planner may prefer reading and
-        sorting the whole table to walking its claim index, and the cost would grow with the backlog."""
+        For the rest of the transaction (``CLAIMING``): ``enable_sort`` is off, since without fresh
+        statistics on the ready table (autovacuum off, or a burst since its last analyze) the planner
+        may prefer reading and sorting the whole table to walking its claim index, a cost that grows
+        with the backlog; and ``toosimpleq.claiming`` tells the trigger (migration 0026) that this
+        statement deletes the ready rows of the executions it takes."""
         if limit <= 0 or not selection.task_names:
             return []
         where = ["task_name = ANY(%s)"]
@@ -142,14 +148,14 @@ class PostgreSQLEngine(Engine):
 
         def run() -> list[TaskExec]:
             with self.connection.cursor() as cursor:
-                cursor.execute("SET LOCAL enable_sort = off")
+                cursor.execute(CLAIMING)
                 cursor.execute(sql, all_params)
                 return self.executions_from_rows(cursor.fetchall())
 
         def claim_in_transaction() -> list[TaskExec]:
             if self.connection.in_atomic_block:
                 return run()
-            with transaction.atomic(using=self.db):  # SET LOCAL lasts until the commit
+            with transaction.atomic(using=self.db):  # CLAIMING lasts until the commit
                 return run()
 
         claimed = self.retrying(claim_in_transaction)

@@ -10,8 +10,11 @@ The triggers make the table follow every write to ``toosimpleq_taskexec`` (the e
 migration's, one made by hand): a row becoming QUEUED (inserted, woken, released, requeued) gets a
 ready row, a row leaving QUEUED (cancelled, invalidated) or deleted loses it, a QUEUED row whose
 priority, due time, task or queue changes has its ready row changed, and a TRUNCATE of the executions
-empties it. The claim (QUEUED -> PROCESSING) deletes the ready rows it takes in its own statement: a
-trigger call per claimed row would cost more than the rest of the claim. SQLite and MariaDB: nothing (their claim reads the executions' index).
+empties it. The claim (QUEUED -> PROCESSING) deletes the ready rows it takes in its own statement (a
+trigger call per claimed row would cost more than the rest of the claim): it sets
+``toosimpleq.claiming`` for its transaction, and the trigger leaves rows turning PROCESSING there to
+it. Any other change to PROCESSING (a worker of the previous version claiming during a rolling
+deploy) goes through the trigger. SQLite and MariaDB: nothing (their claim reads the executions' index).
 """
 
 from django.db import migrations
@@ -55,7 +58,8 @@ CREATE TRIGGER toosimpleq_ready_inserted AFTER INSERT ON toosimpleq_taskexec
     FOR EACH ROW WHEN (NEW.state = 'QUEUED') EXECUTE FUNCTION toosimpleq_ready_sync();
 
 CREATE TRIGGER toosimpleq_ready_updated AFTER UPDATE OF state, priority, due, task_name, queue ON toosimpleq_taskexec
-    FOR EACH ROW WHEN ((OLD.state = 'QUEUED' OR NEW.state = 'QUEUED') AND NEW.state <> 'PROCESSING'
+    FOR EACH ROW WHEN ((OLD.state = 'QUEUED' OR NEW.state = 'QUEUED')
+        AND (NEW.state <> 'PROCESSING' OR current_setting('toosimpleq.claiming', true) IS DISTINCT FROM 'on')
         AND (OLD.state, OLD.priority, OLD.due, OLD.task_name, OLD.queue)
             IS DISTINCT FROM (NEW.state, NEW.priority, NEW.due, NEW.task_name, NEW.queue))
     EXECUTE FUNCTION toosimpleq_ready_sync();
