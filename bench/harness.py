@@ -40,6 +40,11 @@ def reset() -> None:
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(f"TRUNCATE {', '.join(qn(t) for t in tables)} RESTART IDENTITY")
+        elif connection.vendor == "mysql":
+            cursor.execute("SET FOREIGN_KEY_CHECKS = 0")
+            for table in tables:
+                cursor.execute(f"TRUNCATE TABLE {qn(table)}")
+            cursor.execute("SET FOREIGN_KEY_CHECKS = 1")
         else:
             for table in tables:
                 cursor.execute(f"DELETE FROM {qn(table)}")
@@ -86,12 +91,70 @@ def insert_history(count: int, path: str) -> None:
                 [*values, count],
             )
             cursor.execute(f"ANALYZE {table}")  # what autovacuum would soon do after a million inserts
+        elif connection.vendor == "mysql":
+            cursor.execute("SET SESSION max_recursive_iterations = %s", [count + 1])
+            cursor.execute(
+                f"INSERT INTO {table} ({column_list}) WITH RECURSIVE g(i) AS "
+                f"(SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < %s) SELECT {placeholders} FROM g",
+                [count, *values],
+            )
         else:
             cursor.execute(
                 f"WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < %s) "
                 f"INSERT INTO {table} ({column_list}) SELECT {placeholders} FROM g",
                 [count, *values],
             )
+
+
+def fill_queued(count: int, path: str) -> None:
+    """Insert ``count`` QUEUED executions of ``append_line(path, i)`` (i = 0..count-1) directly in SQL,
+    untimed and fast: one ``INSERT ... SELECT`` over ``generate_series`` on PostgreSQL, over a recursive
+    CTE on SQLite and MariaDB (in batches of 100,000 rows, so no statement holds a huge transaction).
+    The rows are those ``queue()`` writes; ``args`` is the typed JSON ``["<path>",i]``."""
+    qn = connection.ops.quote_name
+    table = qn(TaskExec._meta.db_table)
+    now = TaskExec._meta.get_field("due").get_db_prep_value(timezone.now(), connection)
+    prefix = serialization.dumps([path, 0])[: -len("0]")]  # '["<path>",'
+    columns = [
+        "task_name", "args", "kwargs", "queue", "priority", "due", "created", "state", "output", "attempt",
+        "crashes", "retries", "retry_delay", "is_unique",
+    ]  # fmt: skip
+    values = [  # after task_name and args
+        serialization.dumps({}), append_line.queue_name, append_line.priority, now, now,
+        States.QUEUED, "", 1, 0, append_line.retries, append_line.retry_delay, False,
+    ]  # fmt: skip
+    column_list = ", ".join(qn(c) for c in columns)
+    placeholders = ", ".join(["%s"] * len(values))
+    step = 100_000
+    with connection.cursor() as cursor:
+        if connection.vendor == "mysql":
+            cursor.execute("SET SESSION max_recursive_iterations = %s", [step + 1])
+        for start in range(0, count, step):
+            stop = min(start + step, count) - 1
+            if connection.vendor == "postgresql":
+                cursor.execute(
+                    f"INSERT INTO {table} ({column_list}) SELECT %s, %s || i::text || ']', {placeholders} "
+                    f"FROM generate_series(%s, %s) AS i ORDER BY i",
+                    [append_line.name, prefix, *values, start, stop],
+                )
+            elif connection.vendor == "mysql":
+                cursor.execute(
+                    f"INSERT INTO {table} ({column_list}) WITH RECURSIVE g(i) AS "
+                    f"(SELECT %s UNION ALL SELECT i + 1 FROM g WHERE i < %s) "
+                    f"SELECT %s, CONCAT(%s, i, ']'), {placeholders} FROM g ORDER BY i",
+                    [start, stop, append_line.name, prefix, *values],
+                )
+            else:
+                cursor.execute(
+                    f"WITH RECURSIVE g(i) AS (SELECT %s UNION ALL SELECT i + 1 FROM g WHERE i < %s) "
+                    f"INSERT INTO {table} ({column_list}) SELECT %s, %s || i || ']', {placeholders} FROM g",
+                    [start, stop, append_line.name, prefix, *values],
+                )
+        if connection.vendor == "postgresql":
+            cursor.execute(f"ANALYZE {table}")  # what autovacuum soon does after a bulk insert
+        elif connection.vendor == "mysql":
+            cursor.execute(f"ANALYZE TABLE {table}")
+            cursor.fetchall()
 
 
 # -- worker processes ------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""Benchmark of django-toosimple-q on SQLite and PostgreSQL: ``make bench`` (see bench/README.md).
+"""Benchmark of django-toosimple-q on SQLite, PostgreSQL and MariaDB: ``make bench`` (see bench/README.md).
 
-    python bench/run.py [--quick] [--only enqueue|drain|latency|idle|stop|history] [--db sqlite|postgresql]
+    python bench/run.py [--quick] [--only enqueue|drain|latency|idle|stop|history|backlog]
+                        [--db sqlite|postgresql|mysql]
 
 Each database is measured in its own child process (Django settings are per process); the parent
 prints the machine, then one table for all databases, and writes it to bench/results/latest.json.
@@ -25,10 +26,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's django_toosimple_q, not an installed one
 
-SECTIONS = ["enqueue", "drain", "latency", "idle", "stop", "history"]
-DATABASES = ["sqlite", "postgresql"]
-PG_DB_NAME = "toosimpleq_bench"
-SQLITE_PATH = os.path.join(tempfile.gettempdir(), "toosimpleq-bench.sqlite3")
+SECTIONS = ["enqueue", "drain", "latency", "idle", "stop", "history", "backlog"]
+DATABASES = ["sqlite", "postgresql", "mysql"]
+#: The server databases' name (PostgreSQL and MariaDB) and the SQLite file: set them to run beside
+#: another bench on the same machine.
+PG_DB_NAME = os.environ.get("BENCH_DB_NAME") or "toosimpleq_bench"
+SQLITE_PATH = os.environ.get("BENCH_SQLITE_PATH") or os.path.join(tempfile.gettempdir(), "toosimpleq-bench.sqlite3")
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 
 
@@ -37,6 +40,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="about 1/10 of the counts: a smoke run")
     parser.add_argument("--only", choices=SECTIONS, action="append", help="run only this measurement (repeatable)")
     parser.add_argument("--db", choices=DATABASES, action="append", help="only this database (repeatable)")
+    parser.add_argument("--backlog", help="backlog sizes, comma-separated (default 2000,50000,1000000; --quick 2000,20000,100000)")
     parser.add_argument("--keep", action="store_true", help="keep the bench database and worker logs afterwards")
     parser.add_argument("--json", type=Path, default=RESULTS, help="where to write the results (default: %(default)s)")
     parser.add_argument("--child", choices=DATABASES, help=argparse.SUPPRESS)
@@ -55,7 +59,7 @@ def main() -> int:
     print_header(machine, args)
     results = {"machine": machine, "quick": args.quick, "sections": args.only or SECTIONS, "databases": {}}
     for db in args.db or DATABASES:
-        problem = pg_unreachable() if db == "postgresql" else None
+        problem = pg_unreachable() if db == "postgresql" else mysql_unreachable() if db == "mysql" else None
         if problem:
             print(f"\n== {db}: skipped, unreachable: {problem}", flush=True)
             results["databases"][db] = {"skipped": problem}
@@ -76,6 +80,8 @@ def run_child(db: str, args: argparse.Namespace) -> dict:
         out_path = out.name
     command = [sys.executable, __file__, "--child", db, "--out", out_path]
     command += ["--quick"] * args.quick + ["--keep"] * args.keep
+    if args.backlog:
+        command += ["--backlog", args.backlog]
     for name in args.only or []:
         command += ["--only", name]
     code = subprocess.call(command, cwd=ROOT)
@@ -96,6 +102,25 @@ def pg_unreachable() -> str | None:
 
         psycopg.connect(**pg_params("postgres"), connect_timeout=3).close()
     except Exception as exc:  # noqa: BLE001 - any failure means "skip PostgreSQL"
+        return f"{type(exc).__name__}: {str(exc).strip()}"
+    return None
+
+
+def mysql_params() -> dict:
+    return {
+        "host": os.environ.get("MYSQL_HOST", "127.0.0.1"),
+        "port": int(os.environ.get("MYSQL_PORT", "3306")),
+        "user": os.environ.get("MYSQL_USER", "root"),
+        "password": os.environ.get("MYSQL_PASSWORD", ""),
+    }
+
+
+def mysql_unreachable() -> str | None:
+    try:
+        import MySQLdb
+
+        MySQLdb.connect(**mysql_params(), connect_timeout=3).close()
+    except Exception as exc:  # noqa: BLE001 - any failure means "skip MariaDB"
         return f"{type(exc).__name__}: {str(exc).strip()}"
     return None
 
@@ -127,6 +152,15 @@ def machine_info() -> dict:
 
         with psycopg.connect(**pg_params("postgres")) as conn:
             pg = conn.execute("SHOW server_version").fetchone()[0]
+    mariadb = None
+    if not mysql_unreachable():
+        import MySQLdb
+
+        conn = MySQLdb.connect(**mysql_params())
+        cursor = conn.cursor()
+        cursor.execute("SELECT VERSION()")
+        mariadb = cursor.fetchone()[0]
+        conn.close()
     import django_toosimple_q
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
@@ -139,6 +173,7 @@ def machine_info() -> dict:
         "django": django.get_version(),
         "postgresql": pg,
         "sqlite": sqlite3.sqlite_version,
+        "mariadb": mariadb,
         "commit": commit.stdout.strip() or None,
         "package": str(Path(django_toosimple_q.__file__).parent),
     }
@@ -150,7 +185,8 @@ def print_header(machine: dict, args: argparse.Namespace) -> None:
     print(f"  date        {machine['date']}   commit {machine['commit']}   code {machine['package']}")
     print(f"  machine     {machine['nproc']} CPU(s), {machine['cpu']}, load average {load}")
     print(f"  software    Python {machine['python']}, Django {machine['django']}, "
-          f"PostgreSQL {machine['postgresql'] or 'unreachable'}, SQLite {machine['sqlite']}")  # fmt: skip
+          f"PostgreSQL {machine['postgresql'] or 'unreachable'}, SQLite {machine['sqlite']}, "
+          f"MariaDB {machine.get('mariadb') or 'unreachable'}")  # fmt: skip
     print("  note        numbers are noisy when the machine is shared; compare runs on the same machine")
 
 
@@ -221,6 +257,20 @@ def table_rows(r: dict) -> list[tuple[str, str]]:
             rows.append((f"history: {key} with {h['history_rows']:,} finished rows (wall | db)", drain_cell(loaded)))
             ratio = " | ".join(f"{v:.2f}" if v else "n/a" for v in (x["ratio_wall"], x["ratio_db"]))
             rows.append((f"history: {key} ratio to the empty table (wall | db)", ratio))
+    if "backlog" in r:
+        b = r["backlog"]
+        if "error" in b:
+            rows.append(("backlog", "ERROR"))
+        for key, runs in b.items():
+            if not isinstance(runs, dict):
+                continue
+            for n, x in runs.items():
+                cell = f"{fmt_rate(x['steady_per_s'])} ({x['ratio']:.2f})" if x.get("ratio") else fmt_rate(x["steady_per_s"])
+                if x.get("timed_out"):
+                    cell += " TIMEOUT"
+                if not x.get("ok"):
+                    cell += " NOT OK"
+                rows.append((f"backlog x{int(n):,}: {x['processes']} proc x 1 thr, steady (ratio to x{b['sizes'][0]:,})", cell))
     return rows
 
 
@@ -280,6 +330,8 @@ def child(args: argparse.Namespace) -> int:
 
     call_command("migrate", verbosity=0)
     sizes = sections.Sizes.quick() if args.quick else sections.Sizes()
+    if args.backlog:
+        sizes.backlog = tuple(int(n.replace("_", "")) for n in args.backlog.split(","))
     work_dir = sections.work_dir()
     bench = sections.Bench(sizes, work_dir)
     results: dict = {"notes": []}
@@ -353,7 +405,7 @@ def all_ok(results: dict) -> bool:
 
     if any(isinstance(v, dict) and "error" in v for v in results.values()):
         return False
-    return all(d["ok"] and not d["timed_out"] for name in ("drain", "history") for d in drains(results.get(name)))
+    return all(d["ok"] and not d["timed_out"] for name in ("drain", "history", "backlog") for d in drains(results.get(name)))
 
 
 def journal_mode(db: str) -> str | None:
@@ -367,6 +419,9 @@ def create_database(db: str) -> None:
     if db == "sqlite":
         drop_database(db)
         return
+    if db == "mysql":
+        _mysql(f"DROP DATABASE IF EXISTS `{PG_DB_NAME}`", f"CREATE DATABASE `{PG_DB_NAME}` CHARACTER SET utf8mb4")
+        return
     import psycopg
 
     with psycopg.connect(**pg_params("postgres"), autocommit=True) as conn:
@@ -379,10 +434,24 @@ def drop_database(db: str) -> None:
         for suffix in ("", "-wal", "-shm", "-journal"):
             Path(SQLITE_PATH + suffix).unlink(missing_ok=True)
         return
+    if db == "mysql":
+        _mysql(f"DROP DATABASE IF EXISTS `{PG_DB_NAME}`")
+        return
     import psycopg
 
     with psycopg.connect(**pg_params("postgres"), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{PG_DB_NAME}" WITH (FORCE)')
+
+
+def _mysql(*statements: str) -> None:
+    import MySQLdb
+
+    conn = MySQLdb.connect(**mysql_params())
+    try:
+        for statement in statements:
+            conn.cursor().execute(statement)
+    finally:
+        conn.close()
 
 
 if __name__ == "__main__":

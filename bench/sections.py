@@ -33,6 +33,8 @@ States = TaskExec.States
 #: (worker processes, threads per process) for the drain.
 DRAIN_SHAPES = [(1, 1), (1, 4), (1, 8), (2, 1), (2, 4)]
 HISTORY_SHAPES = [(1, 1), (1, 4)]
+#: Worker processes (1 thread each) for the backlog.
+BACKLOG_PROCESSES = [1, 2]
 
 
 @dataclass
@@ -46,12 +48,14 @@ class Sizes:
     history: int = 1_000_000
     drain_timeout: float = 900.0
     stop_samples: int = 10
+    backlog: tuple[int, ...] = (2_000, 50_000, 1_000_000)
 
     @classmethod
     def quick(cls) -> Sizes:
         return cls(
             enqueue=500, bulk=5_000, drain=2_000, latency_samples=5, latency_warmup=1,
             idle_seconds=25.0, history=100_000, drain_timeout=300.0, stop_samples=3,
+            backlog=(2_000, 20_000, 100_000),
         )  # fmt: skip
 
 
@@ -357,6 +361,59 @@ class Bench:
             }
         harness.reset()
         return results
+
+    # -- 7. backlog --------------------------------------------------------------------------------
+
+    def backlog(self) -> dict:
+        """The drain rate against the size of the backlog: N executions already QUEUED (inserted in
+        SQL, untimed), then P worker processes (1 thread each) ``--until_done``; the steady rate is
+        taken from the first start to the last start, and compared with the smallest N."""
+        results: dict = {"sizes": list(self.sizes.backlog)}
+        for processes in BACKLOG_PROCESSES:
+            runs = {}
+            for n in self.sizes.backlog:
+                runs[str(n)] = self.backlog_once(processes, n)
+            base = runs[str(self.sizes.backlog[0])]["steady_per_s"]
+            for run in runs.values():
+                run["ratio"] = ratio(run["steady_per_s"], base)
+            results[f"{processes}x1"] = runs
+        harness.reset()
+        return results
+
+    def backlog_once(self, processes: int, n: int) -> dict:
+        harness.reset()
+        path = self.file(f"backlog-{processes}-{n}.txt")
+        started_fill = time.perf_counter()
+        harness.fill_queued(n, path)
+        fill_seconds = time.perf_counter() - started_fill
+        connection.close()
+        start = time.time()
+        for index in range(processes):
+            self.workers.start("--until_done", "--threads", "1", "--label", f"backlog-{index}-{{pid}}")
+        finished = self.workers.wait_all(max(self.sizes.drain_timeout, n / 200))
+        wall = time.time() - start
+        codes = self.workers.exit_codes()
+        tail = self.workers.tail() if not finished or any(codes) else ""
+        self.workers.stop_all()
+        from django.db.models import Max, Min
+
+        agg = TaskExec.objects.filter(task_name=append_line.name).aggregate(first=Min("started"), last=Max("started"))
+        first, last = (agg["first"].timestamp() if agg["first"] else None), (agg["last"].timestamp() if agg["last"] else None)
+        check = harness.check_drain(path, n)
+        done = check["states"].get(States.SUCCEEDED, 0)
+        steady = (done - 1) / (last - first) if first and last and last > first else None
+        result = {
+            "processes": processes, "count": n, "fill_seconds": fill_seconds, "timed_out": not finished,
+            "exit_codes": codes, "wall_seconds": wall, "wall_per_s": done / wall,
+            "steady_seconds": (last - first) if first and last else None, "steady_per_s": steady, **check,
+        }  # fmt: skip
+        rate = f"{steady:,.0f}/s" if steady else "n/a"
+        log(f"backlog {n:,} x {processes} process(es): fill {fill_seconds:.1f}s, steady {rate}, "
+            f"wall {wall:.1f}s, ok={check['ok']}")  # fmt: skip
+        if tail or not check["ok"]:
+            log(f"problem: timed_out={not finished} exit codes {codes} states {check['states']} "
+                f"lines {check['lines']} duplicated {check['duplicated']}\n{tail}")  # fmt: skip
+        return result
 
 
 def xact_rate(readings: list[tuple[float, int]]) -> dict:

@@ -1,7 +1,7 @@
 """Settings for the benchmark (``bench/run.py``) and the worker processes it starts.
 
-The environment picks the database: ``BENCH_DB`` is ``sqlite`` or ``postgresql``, ``BENCH_DB_NAME``
-the SQLite file or the PostgreSQL database name. ``BENCH_COUNT_SQL`` (a file path) makes every
+The environment picks the database: ``BENCH_DB`` is ``sqlite``, ``postgresql`` or ``mysql`` (MariaDB),
+``BENCH_DB_NAME`` the SQLite file or the server database's name. ``BENCH_COUNT_SQL`` (a file path) makes every
 process log each statement it sends (see ``benchapp.sqlcount``), to count statements per second.
 """
 
@@ -30,8 +30,20 @@ elif DB == "postgresql":
             "NAME": os.environ.get("BENCH_DB_NAME", "toosimpleq_bench"),
         }
     }
+elif DB == "mysql":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.mysql",
+            "HOST": os.environ.get("MYSQL_HOST", "127.0.0.1"),
+            "PORT": os.environ.get("MYSQL_PORT", "3306"),
+            "USER": os.environ.get("MYSQL_USER", "root"),
+            "PASSWORD": os.environ.get("MYSQL_PASSWORD", ""),
+            "NAME": os.environ.get("BENCH_DB_NAME", "toosimpleq_bench"),
+            "OPTIONS": {"charset": "utf8mb4"},
+        }
+    }
 else:
-    raise RuntimeError(f"BENCH_DB must be sqlite or postgresql, not {DB!r}")
+    raise RuntimeError(f"BENCH_DB must be sqlite, postgresql or mysql, not {DB!r}")
 
 SECRET_KEY = "bench-only"
 DEBUG = False

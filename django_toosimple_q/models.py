@@ -109,6 +109,65 @@ if TYPE_CHECKING:
         label: str
 
 
+class SetIndex(models.Index):
+    """An index over the rows where ``field`` is set (NOT NULL), partial where the database has them
+    (PostgreSQL, SQLite): a column that is NULL on almost every row (``replaced_by``) then costs no
+    index entry per row version. On MariaDB/MySQL, a plain index on the column (migration 0026 leaves
+    it to the index InnoDB keeps for the foreign key of ``replaced_by``)."""
+
+    def __init__(self, *, field: str, name: str):
+        self.field = field
+        super().__init__(fields=[field], name=name)
+
+    def _concrete(self, connection: Any) -> models.Index:
+        if connection.features.supports_partial_indexes:
+            return models.Index(fields=[self.field], name=self.name, condition=Q(**{f"{self.field}__isnull": False}))
+        return models.Index(fields=[self.field], name=self.name)
+
+    def create_sql(self, model: Any, schema_editor: Any, using: str = "", **kwargs: Any) -> Any:
+        return self._concrete(schema_editor.connection).create_sql(model, schema_editor, using, **kwargs)
+
+    def remove_sql(self, model: Any, schema_editor: Any, **kwargs: Any) -> Any:
+        return self._concrete(schema_editor.connection).remove_sql(model, schema_editor, **kwargs)
+
+    def deconstruct(self) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+        return ("django_toosimple_q.models.SetIndex", (), {"field": self.field, "name": self.name})
+
+
+class UniqueWhenSet(models.UniqueConstraint):
+    """``field`` is unique among the rows where it is set: a partial unique index (``WHERE field IS NOT
+    NULL``) where the database has them, so the rows where it is NULL (nearly all) have no entry;
+    on MariaDB/MySQL a plain unique index (NULLs never collide there either)."""
+
+    def __init__(self, *, field: str, name: str):
+        self.field = field
+        super().__init__(fields=[field], name=name)
+
+    def _concrete(self, connection: Any) -> models.UniqueConstraint:
+        if connection.features.supports_partial_indexes:
+            return models.UniqueConstraint(
+                fields=[self.field], name=self.name, condition=Q(**{f"{self.field}__isnull": False})
+            )
+        return models.UniqueConstraint(fields=[self.field], name=self.name)
+
+    def constraint_sql(self, model: Any, schema_editor: Any) -> Any:
+        return self._concrete(schema_editor.connection).constraint_sql(model, schema_editor)
+
+    def create_sql(self, model: Any, schema_editor: Any) -> Any:
+        return self._concrete(schema_editor.connection).create_sql(model, schema_editor)
+
+    def remove_sql(self, model: Any, schema_editor: Any) -> Any:
+        return self._concrete(schema_editor.connection).remove_sql(model, schema_editor)
+
+    def deconstruct(self) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+        return ("django_toosimple_q.models.UniqueWhenSet", (), {"field": self.field, "name": self.name})
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, UniqueWhenSet):
+            return (self.field, self.name) == (other.field, other.name)
+        return super().__eq__(other)
+
+
 class QueueManager(models.Manager):
     """Queries go to the queue's database (``conf.queue_database()``: ``TOOSIMPLEQ_DATABASE``, even
     without the router, else the routers' database for writing), so the library, the admin and your
@@ -184,7 +243,13 @@ class TaskExec(models.Model):
     retries = models.IntegerField(_("retries left"), default=0)
     retry_delay = models.FloatField(_("retry delay (seconds)"), default=0)
     replaced_by = models.ForeignKey(
-        "self", verbose_name=_("replaced by"), null=True, blank=True, on_delete=models.SET_NULL, related_name="replaces"
+        "self",
+        verbose_name=_("replaced by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="replaces",
+        db_index=False,  # toosimpleq_replaced_by_idx: only the rows that were replaced
     )
     worker = models.ForeignKey(
         "WorkerStatus",
@@ -198,8 +263,8 @@ class TaskExec(models.Model):
     #: registered (rolling deploys) still knows how to release or replace the execution.
     is_unique = models.BooleanField(_("unique"), default=False)
     # Set only while a unique task's execution waits; NULLs never collide, so the database itself
-    # guarantees at most one waiting execution per identical call.
-    unique_key = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
+    # guarantees at most one waiting execution per identical call (toosimpleq_unique_key_uniq).
+    unique_key = models.CharField(max_length=64, null=True, blank=True, editable=False)
     #: The trace context of the code that queued this call (W3C ``traceparent``/``tracestate`` as JSON),
     #: so that its execution continues the trace, in another process or on another host (see
     #: docs/monitoring.md). None without OpenTelemetry, or outside of a trace. Replacements keep it.
@@ -217,7 +282,12 @@ class TaskExec(models.Model):
             models.Index(fields=["state", "finished"], name="toosimpleq_state_finished_idx"),
             # The admin list: newest-first order and its date hierarchy (ordered lookups on ``created``).
             models.Index(fields=["created"], name="toosimpleq_created_idx"),
+            # Deleting an execution (retention) sets its replacements' link to NULL: found here.
+            SetIndex(field="replaced_by", name="toosimpleq_replaced_by_idx"),
         ]
+        # Partial where the database has them: an execution's row versions add no entry here (see
+        # docs/architecture.md, "Storage and the claim").
+        constraints = [UniqueWhenSet(field="unique_key", name="toosimpleq_unique_key_uniq")]
         # Each admin action has its own permission (see docs/admin.md).
         permissions = [
             ("requeue_taskexec", _("Can requeue task executions")),

@@ -24,7 +24,6 @@ from django_toosimple_q.models import TaskExec  # noqa: E402
 from tests.app import spans as test_spans  # noqa: E402
 from tests.app.tasks import add, record  # noqa: E402
 
-from .conftest import wait_for  # noqa: E402
 
 States = TaskExec.States
 

@@ -1,6 +1,6 @@
-"""Every statement the worker issues, in one place (portable form: SQLite and PostgreSQL).
+"""Every statement the worker issues, in one place: the form SQLite runs (most of it portable).
 
-Vendor subclasses override only what their database does differently.
+Vendor subclasses (PostgreSQL, MariaDB) override only what their database does differently.
 """
 
 from __future__ import annotations
@@ -39,9 +39,12 @@ class Selection:
     excluded_queues: list[str]
 
 
+#: The partial index of QUEUED rows in claim order (see ``TaskExec.Meta.indexes``).
+CLAIM_INDEX = "toosimpleq_claim_idx"
+
+
 class Engine(Inserts, ScheduleStatements, Totals):
-    #: Appended to the inner SELECT of the claim (row locks where the database has them).
-    lock_clause = ""
+    """Every statement, in the form SQLite runs; PostgreSQL and MariaDB override what differs."""
 
     def __init__(self, db: str):
         self.db = db
@@ -187,8 +190,10 @@ class Engine(Inserts, ScheduleStatements, Totals):
         qn = self.connection.ops.quote_name
         # QUEUED means due (SLEEPING rows become QUEUED when due): no comparison with this worker's
         # clock, which may lag the clock of the process that queued the row.
-        where = [f"{qn('state')} = %s"]
-        params: list[Any] = [States.QUEUED]
+        # The state is written in the statement, not passed: SQLite uses a partial index only for a
+        # query whose WHERE names the index's own literal condition.
+        where = [f"{qn('state')} = '{States.QUEUED}'"]
+        params: list[Any] = []
         where.append(f"{qn('task_name')} IN ({', '.join(['%s'] * len(selection.task_names))})")
         params += selection.task_names
         if selection.queues:
@@ -207,7 +212,11 @@ class Engine(Inserts, ScheduleStatements, Totals):
         """Atomically mark up to ``limit`` due executions PROCESSING for ``worker`` and return them.
 
         One statement: the inner SELECT picks the rows in priority/due/creation order, the UPDATE
-        takes them; two workers can never take the same row.
+        takes them; two workers can never take the same row (SQLite: one writer at a time).
+
+        ``INDEXED BY``: without statistics (no ``ANALYZE``), SQLite prefers the ``(state, finished)``
+        index and sorts every QUEUED row at every claim, a cost that grows with the backlog; the
+        claim's partial index gives the rows in order and stops at ``LIMIT``.
         """
         if limit <= 0 or not selection.task_names:
             return []
@@ -218,15 +227,50 @@ class Engine(Inserts, ScheduleStatements, Totals):
         sql = (
             f"UPDATE {table} SET {qn('state')} = %s, {qn('started')} = %s, {qn('worker_id')} = %s, "
             f"{qn('unique_key')} = NULL "
-            f"WHERE {qn('id')} IN (SELECT {qn('id')} FROM {table} WHERE {where} "
-            f"ORDER BY {qn('priority')} DESC, {qn('due')}, {qn('id')} LIMIT %s{self.lock_clause}) "
+            f"WHERE {qn('id')} IN (SELECT {qn('id')} FROM {table} INDEXED BY {qn(CLAIM_INDEX)} WHERE {where} "
+            f"ORDER BY {qn('priority')} DESC, {qn('due')}, {qn('id')} LIMIT %s) "
             f"RETURNING {columns}"
         )
         all_params = [States.PROCESSING, self._db_datetime(now), worker.pk, *params, limit]
-        claimed = self.retrying(lambda: list(self.objects().raw(sql, all_params)))
+
+        def run() -> list[TaskExec]:
+            with self.connection.cursor() as cursor:
+                cursor.execute(sql, all_params)
+                return self.executions_from_rows(cursor.fetchall())
+
+        claimed = self.retrying(run)
         # RETURNING gives no order guarantee: restore the claim order.
         claimed.sort(key=lambda e: (-e.priority, e.due, e.id))
         return claimed
+
+    def executions_from_rows(self, rows: list[tuple[Any, ...]]) -> list[TaskExec]:
+        """Executions from rows of every concrete column in ``_meta`` order, values converted as a
+        queryset would (the backend's converters, then the field's ``from_db_value``), built with
+        ``TaskExec.build()``: ``raw()`` would call ``Model.__init__`` for each, the larger cost."""
+        converters = self._converters()
+        db = self.db
+        connection = self.connection
+        executions = []
+        for row in rows:
+            values = {}
+            for (attname, expression, functions), value in zip(converters, row):
+                for function in functions:
+                    value = function(value, expression, connection)
+                values[attname] = value
+            executions.append(TaskExec.build(db, **values))
+        return executions
+
+    def _converters(self) -> list[tuple[str, Any, list[Any]]]:
+        cached = self.__dict__.get("_converter_list")
+        if cached is None:
+            cached = []
+            connection = self.connection
+            for field in TaskExec._meta.concrete_fields:
+                expression = field.get_col(TaskExec._meta.db_table)
+                functions = connection.ops.get_db_converters(expression) + expression.get_db_converters(connection)
+                cached.append((field.attname, expression, functions))
+            self._converter_list = cached
+        return cached
 
     # -- finishing ---------------------------------------------------------------------------------
 
@@ -308,9 +352,8 @@ class Engine(Inserts, ScheduleStatements, Totals):
             bare = dataclasses.replace(fallback, output="", error="The task ran, but the database refused its outcome. Not retried.")
             return self._record(worker, execution, bare, None)
 
-    #: The columns an outcome writes, and how to cast parameters of each (PostgreSQL types NULLs).
+    #: The columns an outcome writes.
     OUTCOME_COLUMNS = ("state", "started", "finished", "result", "error", "output", "exception_class")
-    outcome_casts: dict[str, str] = {}
 
     def _outcome_values(self, outcome: Outcome) -> dict[str, Any]:
         """The values an outcome writes, the result as its stored text (encoded once, by the executor)."""
@@ -326,8 +369,7 @@ class Engine(Inserts, ScheduleStatements, Totals):
         table = qn(TaskExec._meta.db_table)
         fields = {name: TaskExec._meta.get_field(name) for name in self.OUTCOME_COLUMNS}
         names = ("id", *self.OUTCOME_COLUMNS)
-        cast = self.outcome_casts
-        first = ", ".join(f"%s{cast.get(n, '')} AS {qn(n)}" for n in names)
+        first = ", ".join(f"%s AS {qn(n)}" for n in names)
         rest = ", ".join(["%s"] * len(names))
         rows = " UNION ALL ".join([f"SELECT {first}"] + [f"SELECT {rest}"] * (len(outcomes) - 1))
         params: list[Any] = []

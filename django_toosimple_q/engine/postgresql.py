@@ -16,11 +16,12 @@ import threading
 import time
 from typing import Any, Callable
 
-from django.db import connections
+from django.db import DatabaseError, connections, transaction
 
 from .. import conf
 from ..models import TaskExec, WorkerStatus
-from .base import Engine, States
+from .base import Engine, Selection, States
+from .outcome import Outcome
 
 logger = logging.getLogger("django_toosimple_q.engine")
 
@@ -55,22 +56,138 @@ def read_payload(payload: str) -> tuple[str, bool]:
     return payload, False
 
 
+#: Run before the claim, in its transaction (see ``PostgreSQLEngine.claim``).
+CLAIMING = "SELECT set_config('enable_sort', 'off', true), set_config('toosimpleq.claiming', 'on', true)"
+
+
 class PostgreSQLEngine(Engine):
     insert_as_arrays = True
-    lock_clause = " FOR UPDATE SKIP LOCKED"
     seconds_between = "EXTRACT(EPOCH FROM ({end} - {start}))"
-    outcome_casts = {
-        "id": "::bigint",
-        "state": "::varchar",
-        "started": "::timestamptz",
-        "finished": "::timestamptz",
-        "result": "::text",
-        "error": "::text",
-        "output": "::text",
+    #: Executions a worker claims between two vacuums of ``toosimpleq_ready`` (see ``vacuum_ready``).
+    VACUUM_READY_EVERY = 10_000
+    #: The type of each column an outcome writes (one array parameter per column).
+    outcome_types = {
+        "id": "bigint",
+        "state": "varchar",
+        "started": "timestamptz",
+        "finished": "timestamptz",
+        "result": "text",
+        "error": "text",
+        "output": "text",
+        "exception_class": "varchar",
     }
+
+    def finish_many(self, worker: WorkerStatus, outcomes: list[tuple[TaskExec, Outcome]]) -> set[int]:
+        """One UPDATE joined to ``unnest()`` of one array per column: the statement's text is the same
+        for every batch size (parsed and planned alike), its parameters are ``len(columns)`` arrays."""
+        table = TaskExec._meta.db_table
+        names = ("id", *self.OUTCOME_COLUMNS)
+        fields = {name: TaskExec._meta.get_field(name) for name in self.OUTCOME_COLUMNS}
+        connection = self.connection
+        columns: list[list[Any]] = [[] for _ in names]
+        for execution, outcome in outcomes:
+            values = self._outcome_values(outcome)
+            columns[0].append(execution.pk)
+            for index, name in enumerate(self.OUTCOME_COLUMNS, start=1):
+                columns[index].append(fields[name].get_db_prep_save(values[name], connection))
+            execution.apply(outcome)
+        arrays = ", ".join(f"%s::{self.outcome_types[name]}[]" for name in names)
+        assignments = ", ".join(f"{name} = v.{name}" for name in self.OUTCOME_COLUMNS)
+        sql = (
+            f"UPDATE {table} AS t SET {assignments} FROM unnest({arrays}) AS v({', '.join(names)}) "
+            # ``|| ''`` and ``+ 0``: the rows are reached by primary key. An index on ``state`` or
+            # ``worker_id`` also holds the dead entries of every execution this worker ran since the
+            # last vacuum, and with stale statistics the planner would pick it and walk them all.
+            f"WHERE t.id = v.id AND t.state || '' = %s AND t.worker_id + 0 = %s RETURNING t.id"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [*columns, States.PROCESSING, worker.pk])
+            return {row[0] for row in cursor.fetchall()}
+
+    def __init__(self, db: str):
+        super().__init__(db)
+        self._claimed_since_vacuum = 0
 
     def is_busy_error(self, exc: Exception) -> bool:
         return "deadlock detected" in str(exc) or "could not serialize" in str(exc)
+
+    # -- the claim: from toosimpleq_ready (migration 0027) ----------------------------------------
+
+    def claim(self, worker: WorkerStatus, selection: Selection, limit: int, now: datetime.datetime) -> list[TaskExec]:
+        """One statement: pick the first ``limit`` ready rows (locked, skipping those other workers
+        hold), take their executions that are still QUEUED and not locked by another transaction (a
+        cancel under way), and delete the ready rows of those taken. Nobody waits for a lock here, so
+        no deadlock; a ready row whose execution was skipped stays for the next claim. The executions
+        are reached by primary key (``state || ''`` is not indexable: see ``finish_many``).
+
+        For the rest of the transaction (``CLAIMING``): ``enable_sort`` is off, since without fresh
+        statistics on the ready table (autovacuum off, or a burst since its last analyze) the planner
+        may prefer reading and sorting the whole table to walking its claim index, a cost that grows
+        with the backlog; and ``toosimpleq.claiming`` tells the trigger (migration 0027) that this
+        statement deletes the ready rows of the executions it takes."""
+        if limit <= 0 or not selection.task_names:
+            return []
+        where = ["task_name = ANY(%s)"]
+        params: list[Any] = [selection.task_names]
+        if selection.queues:
+            where.append("queue = ANY(%s)")
+            params.append(selection.queues)
+        if selection.excluded_queues:
+            where.append("NOT (queue = ANY(%s))")
+            params.append(selection.excluded_queues)
+        table = TaskExec._meta.db_table
+        sql = (
+            f"WITH picked AS (SELECT id FROM toosimpleq_ready WHERE {' AND '.join(where)} "
+            f"ORDER BY priority DESC, due, id LIMIT %s FOR UPDATE SKIP LOCKED), "
+            f"taken AS (UPDATE {table} SET state = %s, started = %s, worker_id = %s, unique_key = NULL "
+            f"WHERE id = ANY(ARRAY(SELECT id FROM {table} WHERE id = ANY(ARRAY(SELECT id FROM picked)) "
+            f"AND state || '' = %s FOR UPDATE SKIP LOCKED)) RETURNING {self._returning()}), "
+            f"dropped AS (DELETE FROM toosimpleq_ready WHERE id = ANY(ARRAY(SELECT id FROM taken))) "
+            f"SELECT * FROM taken"
+        )
+        all_params = [*params, limit, States.PROCESSING, now, worker.pk, States.QUEUED]
+
+        def run() -> list[TaskExec]:
+            with self.connection.cursor() as cursor:
+                cursor.execute(CLAIMING)
+                cursor.execute(sql, all_params)
+                return self.executions_from_rows(cursor.fetchall())
+
+        def claim_in_transaction() -> list[TaskExec]:
+            if self.connection.in_atomic_block:
+                return run()
+            with transaction.atomic(using=self.db):  # CLAIMING lasts until the commit
+                return run()
+
+        claimed = self.retrying(claim_in_transaction)
+        claimed.sort(key=lambda e: (-e.priority, e.due, e.id))
+        self._claimed_since_vacuum += len(claimed)
+        return claimed
+
+    def _returning(self) -> str:
+        columns = self.__dict__.get("_returning_columns")
+        if columns is None:
+            columns = self._returning_columns = ", ".join(f.column for f in TaskExec._meta.concrete_fields)
+        return columns
+
+    def record_and_claim(self, *args: Any, **kwargs: Any) -> tuple[list[bool], list[TaskExec]]:
+        result = super().record_and_claim(*args, **kwargs)
+        if self._claimed_since_vacuum >= self.VACUUM_READY_EVERY:
+            self.vacuum_ready()
+        return result
+
+    def vacuum_ready(self) -> None:
+        """Remove the entries of claimed rows from ``toosimpleq_ready`` and its index, so that the next
+        claims do not walk over them. The table holds waiting rows only: a vacuum reads as much as the
+        backlog, never the history. ``SKIP_LOCKED``: if another worker is vacuuming it, do nothing."""
+        self._claimed_since_vacuum = 0
+        if self.connection.in_atomic_block:
+            return  # VACUUM cannot run in a transaction: the next pass outside one will
+        try:
+            with self.connection.cursor() as cursor:
+                cursor.execute("VACUUM (SKIP_LOCKED) toosimpleq_ready")
+        except DatabaseError as exc:
+            logger.warning("Could not vacuum toosimpleq_ready (%s); claims may slow down under a backlog", exc)
 
     def wake_sleeping(self, now: datetime.datetime) -> datetime.datetime | None:
         table = self.connection.ops.quote_name(TaskExec._meta.db_table)

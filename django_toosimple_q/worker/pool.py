@@ -56,6 +56,10 @@ class TaskPool:
     def has_finished(self) -> bool:
         return not self._done.empty()
 
+    def waiting(self) -> int:
+        """How many executions handed over wait for a thread."""
+        return self._todo.qsize()
+
     def take_unstarted(self) -> list[TaskExec]:
         """Take back the executions handed over that no thread has started."""
         unstarted: list[TaskExec] = []

@@ -42,6 +42,8 @@ EXIT_RELOAD = 3  # asks the autoreloading parent to start a fresh child
 DEFAULT_TICK = 10.0
 DEFAULT_TIMEOUT = 120.0
 DEFAULT_GRACE = 25.0
+#: At most this many executions claimed ahead of the threads (see ``Worker._capacity``).
+MAX_AHEAD = 256
 
 
 class Worker:
@@ -219,7 +221,10 @@ class Worker:
         if duties.scheduler:
             duties.scheduler.run_due(now)
         capacity = self.threads if self.once else self._capacity()
-        free, claimed = self.record_and_claim(capacity, now)
+        if self.once or self.pool.waiting() <= self._refill_below():
+            free, claimed = self.record_and_claim(capacity, now)
+        else:
+            free, claimed = 0, []  # the threads have work enough: record and claim in a bigger batch
         for execution in claimed:
             self._in_flight[execution.pk] = execution
             self.pool.submit(execution)
@@ -229,8 +234,8 @@ class Worker:
             return None
         if self.until_done and free > 0 and not claimed and not self._in_flight:
             return None
-        if self.pool.has_finished():
-            return True  # more outcomes to record already
+        if self.pool.has_finished() and self.pool.waiting() <= self._refill_below():
+            return True  # outcomes to record, and the threads' claimed-ahead work runs low
         if self._in_flight and len(claimed) >= free:
             # Every slot is busy and there may be more work: wait for an outcome, not a tick.
             self.wait(min(duties.seconds_until_heartbeat(), duties.seconds_until_schedule()))
@@ -289,13 +294,19 @@ class Worker:
             )
 
     def _capacity(self) -> int:
-        """How many executions to hold at once: one per thread, plus, when executions are short, a few
-        more claimed ahead so that threads never wait for the database (about 50 ms of work)."""
+        """How many executions to hold at once: one per thread, plus, when executions are short, more
+        claimed ahead so that threads never wait for the database (about 50 ms of work, at most
+        ``MAX_AHEAD``): a pass (its commit, its statements) then serves many executions."""
         average = self.pool.average_run
         if average is None:
             return self.threads
-        extra = int(self.threads * 0.05 / max(average, 0.0005))
-        return self.threads + min(extra, 32)
+        extra = int(self.threads * 0.05 / max(average, 0.00005))
+        return self.threads + min(extra, MAX_AHEAD)
+
+    def _refill_below(self) -> int:
+        """Record and claim again once no more than this many claimed executions wait for a thread:
+        half of the work claimed ahead is done, so a pass serves a batch, not each outcome."""
+        return max(self._capacity() - self.threads, 0) // 2
 
     def _notified(self, sleeping: bool) -> None:
         """Called by the listener thread: a served queue got work (or the listener reconnected)."""
