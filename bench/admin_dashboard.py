@@ -96,6 +96,18 @@ def fill_sql(vendor: str, rows: int, workers: list[int]) -> str:
     )
 
 
+def empty_tables_with_workers(count: int = 4) -> list[int]:
+    """Delete every execution and worker record; create ``count`` workers to attach executions to."""
+    from django_toosimple_q.models import TaskExec, WorkerStatus
+
+    TaskExec.objects.all().delete()
+    WorkerStatus.objects.all().delete()
+    return [
+        WorkerStatus.objects.create(label=f"worker-{i}", host="bench", pid=1000 + i, timeout=3600).pk
+        for i in range(count)
+    ]
+
+
 def prepare(rows: int) -> dict:
     from django.contrib.auth.models import User
     from django.core.management import call_command
@@ -108,12 +120,7 @@ def prepare(rows: int) -> dict:
     finished = TaskExec.objects.exclude(state__in=TaskExec.States.waiting()).count()
     if finished < rows:
         print(f"  filling {rows:,} finished executions ({connection.vendor}) ...", flush=True)
-        TaskExec.objects.all().delete()
-        WorkerStatus.objects.all().delete()
-        workers = [
-            WorkerStatus.objects.create(label=f"worker-{i}", host="bench", pid=1000 + i, timeout=3600).pk
-            for i in range(4)
-        ]
+        workers = empty_tables_with_workers()
         started = time.perf_counter()
         with connection.cursor() as cursor:
             cursor.execute(fill_sql(connection.vendor, rows, workers))

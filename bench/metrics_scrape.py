@@ -96,19 +96,14 @@ def prepare(rows: int) -> None:
     from django.db import connection
     from django.utils import timezone
 
-    from bench.admin_dashboard import fill_sql
+    from bench.admin_dashboard import empty_tables_with_workers, fill_sql
     from django_toosimple_q.models import TaskExec, WorkerStatus
 
     call_command("migrate", verbosity=0)
     finished = TaskExec.objects.filter(state__in=TaskExec.States.finished()).count()
     if finished < rows:
         print(f"  filling {rows:,} finished executions ({connection.vendor}) ...", flush=True)
-        TaskExec.objects.all().delete()
-        WorkerStatus.objects.all().delete()
-        workers = [
-            WorkerStatus.objects.create(label=f"worker-{i}", host="bench", pid=1000 + i, timeout=3600).pk
-            for i in range(4)
-        ]
+        workers = empty_tables_with_workers()
         started = time.perf_counter()
         sql = mariadb_fill_sql(rows, workers) if connection.vendor == "mysql" else fill_sql(connection.vendor, rows, workers)
         with connection.cursor() as cursor:

@@ -65,7 +65,21 @@ class EncodedJSON:
         self.raw = raw
 
 
-class StateIndex(models.Index):
+class _VendorIndex(models.Index):
+    """An index whose SQL depends on the database: ``_concrete(connection)`` says which Django index
+    it is there (partial where the database has partial indexes)."""
+
+    def _concrete(self, connection: Any) -> models.Index:
+        raise NotImplementedError
+
+    def create_sql(self, model: Any, schema_editor: Any, using: str = "", **kwargs: Any) -> Any:
+        return self._concrete(schema_editor.connection).create_sql(model, schema_editor, using, **kwargs)
+
+    def remove_sql(self, model: Any, schema_editor: Any, **kwargs: Any) -> Any:
+        return self._concrete(schema_editor.connection).remove_sql(model, schema_editor, **kwargs)
+
+
+class StateIndex(_VendorIndex):
     """An index over the rows in one ``state`` only.
 
     A partial index where the database has them (PostgreSQL, SQLite), so its size follows the number
@@ -86,12 +100,6 @@ class StateIndex(models.Index):
             return models.Index(fields=self.fields, name=self.name, condition=Q(state=self.state))
         return models.Index(fields=["state", *self.fields], name=self.name)
 
-    def create_sql(self, model: Any, schema_editor: Any, using: str = "", **kwargs: Any) -> Any:
-        return self._concrete(schema_editor.connection).create_sql(model, schema_editor, using, **kwargs)
-
-    def remove_sql(self, model: Any, schema_editor: Any, **kwargs: Any) -> Any:
-        return self._concrete(schema_editor.connection).remove_sql(model, schema_editor, **kwargs)
-
     def deconstruct(self) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
         path, _args, kwargs = super().deconstruct()
         return (
@@ -101,15 +109,7 @@ class StateIndex(models.Index):
         )
 
 
-if TYPE_CHECKING:
-
-    class _Member(str):
-        """What a type checker sees of a ``TextChoices`` member: a str with a label."""
-
-        label: str
-
-
-class SetIndex(models.Index):
+class SetIndex(_VendorIndex):
     """An index over the rows where ``field`` is set (NOT NULL), partial where the database has them
     (PostgreSQL, SQLite): a column that is NULL on almost every row (``replaced_by``) then costs no
     index entry per row version. On MariaDB/MySQL, a plain index on the column (migration 0026 leaves
@@ -123,12 +123,6 @@ class SetIndex(models.Index):
         if connection.features.supports_partial_indexes:
             return models.Index(fields=[self.field], name=self.name, condition=Q(**{f"{self.field}__isnull": False}))
         return models.Index(fields=[self.field], name=self.name)
-
-    def create_sql(self, model: Any, schema_editor: Any, using: str = "", **kwargs: Any) -> Any:
-        return self._concrete(schema_editor.connection).create_sql(model, schema_editor, using, **kwargs)
-
-    def remove_sql(self, model: Any, schema_editor: Any, **kwargs: Any) -> Any:
-        return self._concrete(schema_editor.connection).remove_sql(model, schema_editor, **kwargs)
 
     def deconstruct(self) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
         return ("django_toosimple_q.models.SetIndex", (), {"field": self.field, "name": self.name})
@@ -166,6 +160,14 @@ class UniqueWhenSet(models.UniqueConstraint):
         if isinstance(other, UniqueWhenSet):
             return (self.field, self.name) == (other.field, other.name)
         return super().__eq__(other)
+
+
+if TYPE_CHECKING:
+
+    class _Member(str):
+        """What a type checker sees of a ``TextChoices`` member: a str with a label."""
+
+        label: str
 
 
 class QueueManager(models.Manager):
