@@ -159,6 +159,22 @@ class WorkerProcesses:
                 pass
 
 
+def env_with_app(tmp_path, app: str, tasks_source: str) -> dict[str, str]:
+    """The environment of a Django process on the test database whose INSTALLED_APPS also hold
+    ``app``, a package made in ``tmp_path`` with ``tasks_source`` as its tasks.py."""
+    package = tmp_path / app
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "tasks.py").write_text(tasks_source)
+    (tmp_path / f"{app}_settings.py").write_text(
+        f"from tests.settings import *  # noqa\nINSTALLED_APPS = [*INSTALLED_APPS, {app!r}]\n"
+    )
+    env = WorkerProcesses().env()
+    env["DJANGO_SETTINGS_MODULE"] = f"{app}_settings"
+    env["PYTHONPATH"] = str(tmp_path) + os.pathsep + env["PYTHONPATH"]
+    return env
+
+
 def schedule_problem(declare: Callable[[], object], name: str) -> str:
     """What is wrong with the schedule ``name`` that ``declare()`` declares: refused at once
     (``ConfigurationError``: not a schedule of a task, a clash, a bad name) or, for its values,

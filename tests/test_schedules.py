@@ -783,25 +783,18 @@ def test_exactly_once_with_three_workers(workers, monkeypatch):
 
 
 def test_invalid_cron_in_an_apps_tasks_module_stops_check_and_worker_without_a_traceback(tmp_path, transactional_db):
-    from tests.conftest import WorkerProcesses
+    from tests.conftest import env_with_app
 
-    app = tmp_path / "bad_cron_app"
-    app.mkdir()
-    (app / "__init__.py").write_text("")
-    (app / "tasks.py").write_text(
+    env = env_with_app(
+        tmp_path,
+        "bad_cron_app",
         "from django_toosimple_q.decorators import register_task, schedule_task\n"
         "\n"
         "@schedule_task(cron='61 * * * *')\n"
         "@register_task(name='bad_cron_task')\n"
         "def bad_cron_task():\n"
-        "    return 1\n"
+        "    return 1\n",
     )
-    (tmp_path / "bad_cron_settings.py").write_text(
-        "from tests.settings import *  # noqa\nINSTALLED_APPS = [*INSTALLED_APPS, 'bad_cron_app']\n"
-    )
-    env = WorkerProcesses().env()
-    env["DJANGO_SETTINGS_MODULE"] = "bad_cron_settings"
-    env["PYTHONPATH"] = str(tmp_path) + os.pathsep + env["PYTHONPATH"]
     for command in (["check"], ["worker", "--once"]):
         done = subprocess.run(
             [sys.executable, "-m", "django", *command], env=env, capture_output=True, text=True, timeout=120

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import decimal
-import os
 import subprocess
 import sys
 import uuid
@@ -458,26 +457,19 @@ def test_once_runs_one_pass():
 def test_queuing_while_apps_load_warns_pointing_at_the_line(tmp_path, transactional_db):
     """A ``.queue()`` at the module level of a tasks.py runs at every start of Django: it is warned
     about (with the file and line), and still queued."""
-    from tests.conftest import WorkerProcesses
+    from tests.conftest import env_with_app
 
-    app = tmp_path / "queued_on_import"
-    app.mkdir()
-    (app / "__init__.py").write_text("")
-    (app / "tasks.py").write_text(
+    env = env_with_app(
+        tmp_path,
+        "queued_on_import",
         "from django_toosimple_q.decorators import register_task\n"
         "\n"
         "@register_task(name='queued_on_import')\n"
         "def queued_on_import():\n"
         "    return 1\n"
         "\n"
-        "queued_on_import.queue()\n"
+        "queued_on_import.queue()\n",
     )
-    (tmp_path / "on_import_settings.py").write_text(
-        "from tests.settings import *  # noqa\nINSTALLED_APPS = [*INSTALLED_APPS, 'queued_on_import']\n"
-    )
-    env = WorkerProcesses().env()
-    env["DJANGO_SETTINGS_MODULE"] = "on_import_settings"
-    env["PYTHONPATH"] = str(tmp_path) + os.pathsep + env["PYTHONPATH"]
     done = subprocess.run(
         [sys.executable, "-c", "import django; django.setup()"], env=env, capture_output=True, text=True, timeout=60
     )
