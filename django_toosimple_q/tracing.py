@@ -40,6 +40,12 @@ def _tracer() -> Any:
     return _TRACER
 
 
+def active() -> bool:
+    """True once the project has set a tracer provider (until then every span would be a no-op one:
+    a worker skips making them, which costs about as much as running a short task)."""
+    return ENABLED and not isinstance(trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+
+
 @contextmanager
 def queuing(executions: Sequence[Any]) -> Iterator[Any]:
     """A PRODUCER span around inserting ``executions`` (new calls: attempt 1, no context yet), whose

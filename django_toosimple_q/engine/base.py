@@ -46,6 +46,9 @@ CLAIM_INDEX = "toosimpleq_claim_idx"
 class Engine(Inserts, ScheduleStatements, Totals):
     """Every statement, in the form SQLite runs; PostgreSQL and MariaDB override what differs."""
 
+    #: True when ``claim()`` is a single statement (atomic without a transaction around it).
+    claim_is_one_statement = True
+
     def __init__(self, db: str):
         self.db = db
 
@@ -310,6 +313,11 @@ class Engine(Inserts, ScheduleStatements, Totals):
                 return recorded, claimed
 
         if not outcomes:
+            if self.claim_is_one_statement and not self.connection.in_atomic_block:
+                # Nothing to record (an idle worker woken by new work): the claim alone, in autocommit,
+                # is one statement and so atomic by itself; no BEGIN and COMMIT round trips before the
+                # task can start.
+                return [], self.claim(worker, selection, limit, now) if limit > 0 else []
             return self.retrying(lambda: transact(False))
         try:
             return self.retrying(lambda: transact(False))

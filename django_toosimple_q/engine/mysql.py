@@ -16,6 +16,8 @@ class MySQLEngine(Engine):
     #: one in savepoints instead.
     insert_ignoring_conflicts = None
     seconds_between = "(TIMESTAMPDIFF(MICROSECOND, {start}, {end}) / 1000000.0)"
+    #: The claim locks rows, then updates them: two statements, one transaction.
+    claim_is_one_statement = False
 
     def is_busy_error(self, exc: Exception) -> bool:
         # 1213: deadlock found; 1205: lock wait timeout. Both roll back and are safe to run again.

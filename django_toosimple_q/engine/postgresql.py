@@ -16,11 +16,12 @@ import threading
 import time
 from typing import Any, Callable
 
-from django.db import DatabaseError, connections, transaction
+from django.db import DatabaseError, DataError, connections
 
 from .. import conf
 from ..models import TaskExec, WorkerStatus
 from .base import Engine, Selection, States
+from .inserts import _JSON
 from .outcome import Outcome
 
 logger = logging.getLogger("django_toosimple_q.engine")
@@ -56,8 +57,22 @@ def read_payload(payload: str) -> tuple[str, bool]:
     return payload, False
 
 
-#: Run before the claim, in its transaction (see ``PostgreSQLEngine.claim``).
-CLAIMING = "SELECT set_config('enable_sort', 'off', true), set_config('toosimpleq.claiming', 'on', true)"
+#: ``to_char`` pattern of a UTC datetime in the ISO form ``datetime.fromisoformat`` reads.
+ISO_UTC = 'YYYY-MM-DD"T"HH24:MI:SS.US'
+
+
+def _is_datetime(field: Any) -> bool:
+    return field.get_internal_type() == "DateTimeField"
+
+
+def read_utc(value: str | None, expression: Any = None, connection: Any = None) -> datetime.datetime | None:
+    """A datetime column read as ``ISO_UTC`` text (a converter, as ``executions_from_rows`` calls them)."""
+    if value is None:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(value).replace(tzinfo=datetime.timezone.utc)
+    except ValueError:
+        raise DataError(f"A datetime of an execution cannot be read in Python: {value!r}") from None
 
 
 class PostgreSQLEngine(Engine):
@@ -78,8 +93,10 @@ class PostgreSQLEngine(Engine):
     }
 
     def finish_many(self, worker: WorkerStatus, outcomes: list[tuple[TaskExec, Outcome]]) -> set[int]:
-        """One UPDATE joined to ``unnest()`` of one array per column: the statement's text is the same
-        for every batch size (parsed and planned alike), its parameters are ``len(columns)`` arrays."""
+        """One UPDATE joined to the outcomes read side by side from one JSON array of text per column
+        (``ROWS FROM (json_array_elements_text(...), ...)``, as ``queue_many()`` inserts): the
+        statement's text is the same for every batch size, and one JSON text per column costs far
+        less to send than a PostgreSQL array, whose every element the driver quotes in Python."""
         table = TaskExec._meta.db_table
         names = ("id", *self.OUTCOME_COLUMNS)
         fields = {name: TaskExec._meta.get_field(name) for name in self.OUTCOME_COLUMNS}
@@ -89,19 +106,24 @@ class PostgreSQLEngine(Engine):
             values = self._outcome_values(outcome)
             columns[0].append(execution.pk)
             for index, name in enumerate(self.OUTCOME_COLUMNS, start=1):
-                columns[index].append(fields[name].get_db_prep_save(values[name], connection))
+                value = values[name]
+                if isinstance(value, datetime.datetime):
+                    value = value.isoformat()  # cast back by the statement (with its offset, if aware)
+                elif value is not None and not isinstance(value, str):
+                    value = fields[name].get_db_prep_save(value, connection)
+                columns[index].append(value)
             execution.apply(outcome)
-        arrays = ", ".join(f"%s::{self.outcome_types[name]}[]" for name in names)
-        assignments = ", ".join(f"{name} = v.{name}" for name in self.OUTCOME_COLUMNS)
+        functions = ", ".join(["json_array_elements_text(%s::json)"] * len(names))
+        assignments = ", ".join(f"{name} = v.{name}::{self.outcome_types[name]}" for name in self.OUTCOME_COLUMNS)
         sql = (
-            f"UPDATE {table} AS t SET {assignments} FROM unnest({arrays}) AS v({', '.join(names)}) "
+            f"UPDATE {table} AS t SET {assignments} FROM ROWS FROM ({functions}) AS v({', '.join(names)}) "
             # ``|| ''`` and ``+ 0``: the rows are reached by primary key. An index on ``state`` or
             # ``worker_id`` also holds the dead entries of every execution this worker ran since the
             # last vacuum, and with stale statistics the planner would pick it and walk them all.
-            f"WHERE t.id = v.id AND t.state || '' = %s AND t.worker_id + 0 = %s RETURNING t.id"
+            f"WHERE t.id = v.id::bigint AND t.state || '' = %s AND t.worker_id + 0 = %s RETURNING t.id"
         )
         with connection.cursor() as cursor:
-            cursor.execute(sql, [*columns, States.PROCESSING, worker.pk])
+            cursor.execute(sql, [*(_JSON.encode(column) for column in columns), States.PROCESSING, worker.pk])
             return {row[0] for row in cursor.fetchall()}
 
     def __init__(self, db: str):
@@ -111,64 +133,60 @@ class PostgreSQLEngine(Engine):
     def is_busy_error(self, exc: Exception) -> bool:
         return "deadlock detected" in str(exc) or "could not serialize" in str(exc)
 
-    # -- the claim: from toosimpleq_ready (migration 0027) ----------------------------------------
+    # -- the claim: toosimpleq_claim(), reading toosimpleq_ready (migrations 0027, 0028) -----------
 
     def claim(self, worker: WorkerStatus, selection: Selection, limit: int, now: datetime.datetime) -> list[TaskExec]:
-        """One statement: pick the first ``limit`` ready rows (locked, skipping those other workers
-        hold), take their executions that are still QUEUED and not locked by another transaction (a
-        cancel under way), and delete the ready rows of those taken. Nobody waits for a lock here, so
-        no deadlock; a ready row whose execution was skipped stays for the next claim. The executions
-        are reached by primary key (``state || ''`` is not indexable: see ``finish_many``).
+        """One call of ``toosimpleq_claim()`` (migration 0028): it picks the first ``limit`` ready rows
+        (locked, skipping those other workers hold), takes their executions that are still QUEUED and
+        not locked by another transaction (a cancel under way), and deletes the ready rows of those
+        taken. Nobody waits for a lock here, so no deadlock; a ready row whose execution was skipped
+        stays for the next claim. The function keeps its plans for the life of the server connection
+        and sets what its statement needs itself (see the migration).
 
-        For the rest of the transaction (``CLAIMING``): ``enable_sort`` is off, since without fresh
-        statistics on the ready table (autovacuum off, or a burst since its last analyze) the planner
-        may prefer reading and sorting the whole table to walking its claim index, a cost that grows
-        with the backlog; and ``toosimpleq.claiming`` tells the trigger (migration 0027) that this
-        statement deletes the ready rows of the executions it takes."""
+        Outside a transaction (an idle worker with no outcome to record) it runs in autocommit: one
+        round trip, commit included, between a notification and the task's start."""
         if limit <= 0 or not selection.task_names:
             return []
-        where = ["task_name = ANY(%s)"]
-        params: list[Any] = [selection.task_names]
-        if selection.queues:
-            where.append("queue = ANY(%s)")
-            params.append(selection.queues)
-        if selection.excluded_queues:
-            where.append("NOT (queue = ANY(%s))")
-            params.append(selection.excluded_queues)
-        table = TaskExec._meta.db_table
-        sql = (
-            f"WITH picked AS (SELECT id FROM toosimpleq_ready WHERE {' AND '.join(where)} "
-            f"ORDER BY priority DESC, due, id LIMIT %s FOR UPDATE SKIP LOCKED), "
-            f"taken AS (UPDATE {table} SET state = %s, started = %s, worker_id = %s, unique_key = NULL "
-            f"WHERE id = ANY(ARRAY(SELECT id FROM {table} WHERE id = ANY(ARRAY(SELECT id FROM picked)) "
-            f"AND state || '' = %s FOR UPDATE SKIP LOCKED)) RETURNING {self._returning()}), "
-            f"dropped AS (DELETE FROM toosimpleq_ready WHERE id = ANY(ARRAY(SELECT id FROM taken))) "
-            f"SELECT * FROM taken"
-        )
-        all_params = [*params, limit, States.PROCESSING, now, worker.pk, States.QUEUED]
+        sql = f"SELECT {self._returning()} FROM toosimpleq_claim(%s, %s, %s, %s, %s, %s)"
+        params = [
+            selection.task_names,
+            selection.queues or None,
+            selection.excluded_queues or None,
+            limit,
+            now,
+            worker.pk,
+        ]
 
         def run() -> list[TaskExec]:
             with self.connection.cursor() as cursor:
-                cursor.execute(CLAIMING)
-                cursor.execute(sql, all_params)
+                cursor.execute(sql, params)
                 return self.executions_from_rows(cursor.fetchall())
 
-        def claim_in_transaction() -> list[TaskExec]:
-            if self.connection.in_atomic_block:
-                return run()
-            with transaction.atomic(using=self.db):  # CLAIMING lasts until the commit
-                return run()
-
-        claimed = self.retrying(claim_in_transaction)
+        claimed = self.retrying(run)
         claimed.sort(key=lambda e: (-e.priority, e.due, e.id))
         self._claimed_since_vacuum += len(claimed)
         return claimed
 
     def _returning(self) -> str:
+        """The claim's columns, datetimes as UTC ISO text (``read_utc``): the driver's timestamp loader
+        runs in Python and cost 10 us per value, more than half of building a claimed execution."""
         columns = self.__dict__.get("_returning_columns")
         if columns is None:
-            columns = self._returning_columns = ", ".join(f.column for f in TaskExec._meta.concrete_fields)
+            columns = self._returning_columns = ", ".join(
+                f"to_char({f.column} AT TIME ZONE 'UTC', '{ISO_UTC}')" if _is_datetime(f) else f.column
+                for f in TaskExec._meta.concrete_fields
+            )
         return columns
+
+    def _converters(self) -> list[tuple[str, Any, list[Any]]]:
+        cached = self.__dict__.get("_converter_list")
+        if cached is None:
+            cached = [
+                (attname, expression, [read_utc] if _is_datetime(expression.target) else functions)
+                for attname, expression, functions in super()._converters()
+            ]
+            self._converter_list = cached
+        return cached
 
     def record_and_claim(self, *args: Any, **kwargs: Any) -> tuple[list[bool], list[TaskExec]]:
         result = super().record_and_claim(*args, **kwargs)

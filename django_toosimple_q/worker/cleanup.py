@@ -89,12 +89,25 @@ def tracking_statements() -> Iterator[set[str]]:
     """Collect the aliases of the MySQL/MariaDB connections that run a statement in this block (their
     driver cannot tell locally whether a transaction is open, so only those are asked afterwards)."""
     used: set[str] = set()
-    with contextlib.ExitStack() as stack:
-        for alias in connections:
-            conn = connections[alias]
-            if conn.vendor == "mysql":
-                stack.enter_context(conn.execute_wrapper(_Marker(used, alias)))
+    aliases = _mysql_aliases()
+    if not aliases:
         yield used
+        return
+    with contextlib.ExitStack() as stack:
+        for alias in aliases:
+            stack.enter_context(connections[alias].execute_wrapper(_Marker(used, alias)))
+        yield used
+
+
+_MYSQL_ALIASES: list[str] | None = None
+
+
+def _mysql_aliases() -> list[str]:
+    """The aliases of the MySQL/MariaDB databases (settings do not change while a worker runs)."""
+    global _MYSQL_ALIASES
+    if _MYSQL_ALIASES is None:
+        _MYSQL_ALIASES = [alias for alias in connections if connections[alias].vendor == "mysql"]
+    return _MYSQL_ALIASES
 
 
 class _Marker:

@@ -22,7 +22,7 @@ States = TaskExec.States
 def run_execution(execution: TaskExec) -> Outcome:
     """Run ``execution`` here and return its outcome (nothing is written); with OpenTelemetry, inside
     the execution's span (see ``tracing``)."""
-    if tracing.ENABLED:
+    if tracing.active():
         with tracing.running(execution) as span:
             outcome = _run_execution(execution)
             span.ended(outcome.state, outcome.exception, outcome.error)
@@ -46,7 +46,8 @@ def _run_execution(execution: TaskExec) -> Outcome:
         return Outcome(state=States.INVALID, started=started, finished=started, error=problem)
     assert task is not None  # invalid_reason() refuses an unknown task
 
-    logger.debug("Running %s #%s with %s", execution.task_name, execution.pk, describe(tuple(execution.args)))
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug("Running %s #%s with %s", execution.task_name, execution.pk, describe(tuple(execution.args)))
     exception: BaseException | None = None
     with capture_output() as output, tracking_statements() as used:
         try:
@@ -191,6 +192,8 @@ def invalid_reason(execution: TaskExec, task: Task | None) -> str | None:
             return f"The stored {name} cannot be decoded ({value.error}): {value.raw[:200]!r}"
     if not isinstance(execution.args, list) or not isinstance(execution.kwargs, dict):
         return "The stored args must be a list and kwargs an object."
+    if task._binds(tuple(execution.args), execution.kwargs):  # the shortcut queue() takes
+        return None
     try:
         task.signature.bind(*execution.args, **execution.kwargs)
     except TypeError as exc:
