@@ -1,0 +1,131 @@
+"""The claim returns executions exactly as stored (every field, datetimes to the microsecond, on every
+database), an idle worker's claim is one statement in autocommit, and on PostgreSQL the claim
+function (migration 0028) follows indexes whatever the tables' size when its plans were made."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from django_toosimple_q.engine import Selection, get_engine
+from django_toosimple_q.models import TaskExec, WorkerStatus
+
+States = TaskExec.States
+UTC = datetime.timezone.utc
+
+
+def a_worker() -> WorkerStatus:
+    now = timezone.now()
+    return WorkerStatus.objects.create(label="w", host="h", pid=1, started=now, last_seen=now, timeout=60)
+
+
+def stored(pk: int) -> dict:
+    row = TaskExec.objects.get(pk=pk)
+    return {f.attname: getattr(row, f.attname) for f in TaskExec._meta.concrete_fields}
+
+
+text = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=10)
+# Arguments as JSON holds them (arguments of every other type: tests/test_properties.py).
+values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63) | st.floats(allow_nan=False) | text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3),
+    max_leaves=8,
+)
+
+# Datetimes the database holds (microsecond precision), from far past to far future.
+datetimes = st.datetimes(
+    min_value=datetime.datetime(1, 1, 2), max_value=datetime.datetime(9999, 12, 30), timezones=st.just(UTC)
+)
+
+
+@pytest.mark.django_db(transaction=True)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    due=datetimes,
+    created=datetimes,
+    args=st.lists(values, max_size=3),
+    kwargs=st.dictionaries(text, values, max_size=3),
+    priority=st.integers(min_value=-(2**31), max_value=2**31 - 1),
+    queue=st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), min_size=1, max_size=20),
+)
+def test_a_claimed_execution_is_the_stored_row(due, created, args, kwargs, priority, queue):
+    TaskExec.objects.all().delete()
+    owner = a_worker()
+    execution = TaskExec(
+        task_name="echo", args=args, kwargs=kwargs, queue=queue, priority=priority, due=due, created=created,
+        state=States.QUEUED,
+    )  # fmt: skip
+    execution.save()
+    now = timezone.now()
+    claimed = get_engine().claim(owner, Selection(["echo"], [], []), 5, now)
+    assert [e.pk for e in claimed] == [execution.pk]
+    expected = stored(execution.pk)
+    got = {f.attname: getattr(claimed[0], f.attname) for f in TaskExec._meta.concrete_fields}
+    assert got == expected
+    assert got["started"] == now and got["state"] == States.PROCESSING and got["worker_id"] == owner.pk
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_idle_claim_is_one_statement_without_a_transaction():
+    owner = a_worker()
+    engine = get_engine()
+    TaskExec(task_name="echo", args=[], kwargs={}, due=timezone.now(), state=States.QUEUED).save()
+    with CaptureQueriesContext(connection) as queries:
+        recorded, claimed = engine.record_and_claim(owner, [], Selection(["echo"], [], []), 5, timezone.now())
+    assert recorded == [] and len(claimed) == 1
+    statements = [q["sql"] for q in queries.captured_queries]
+    if connection.vendor == "mysql":  # lock, then update: a transaction of two statements
+        assert len([s for s in statements if not s.upper().startswith(("SAVEPOINT", "RELEASE"))]) >= 2
+    else:
+        assert len(statements) == 1, statements
+
+
+@pytest.mark.postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_the_claim_function_keeps_to_indexes_whatever_the_size_of_the_tables():
+    """Its plans are made once per connection, while the tables may be empty: they must still reach
+    rows by index once the history holds thousands of rows (``enable_seqscan`` off inside)."""
+    owner = a_worker()
+    engine = get_engine()
+    selection = Selection(["echo"], [], [])
+    for _ in range(6):  # past PL/pgSQL's custom plans: the generic plan is made on empty tables
+        assert engine.claim(owner, selection, 5, timezone.now()) == []
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO toosimpleq_taskexec (task_name, args, kwargs, queue, priority, due, created, state, "
+            "output, attempt, retries, retry_delay, is_unique, crashes) SELECT 'echo', '[]', '{}', 'default', 0, "
+            "%s, %s, 'SUCCEEDED', '', 1, 0, 0, false, 0 FROM generate_series(1, 20000)",
+            [now, now],
+        )
+    TaskExec(task_name="echo", args=[], kwargs={}, due=now, state=States.QUEUED).save()
+    notices: list[str] = []
+
+    def notice(diagnostic) -> None:
+        notices.append(diagnostic.message_primary or "")
+
+    with connection.cursor() as cursor:
+        try:
+            cursor.execute("LOAD 'auto_explain'")
+        except Exception as exc:  # noqa: BLE001 - a server without the contrib modules
+            pytest.skip(f"auto_explain is not available: {exc}")
+        for setting in ("log_min_duration = 0", "log_nested_statements = on", "log_level = 'notice'"):
+            cursor.execute(f"SET auto_explain.{setting}")
+        cursor.execute("SET client_min_messages = 'notice'")
+        connection.connection.add_notice_handler(notice)
+        try:
+            claimed = engine.claim(owner, selection, 5, timezone.now())
+        finally:
+            connection.connection.remove_notice_handler(notice)
+            cursor.execute("SET client_min_messages = DEFAULT")
+            cursor.execute("SET auto_explain.log_min_duration = -1")
+    assert len(claimed) == 1
+    plans = "\n".join(notices)
+    assert "toosimpleq_ready_claim_idx" in plans, plans
+    assert "Seq Scan on toosimpleq_taskexec" not in plans, plans
