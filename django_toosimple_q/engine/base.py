@@ -43,8 +43,8 @@ class Selection:
     paused: list[str] = field(default_factory=list)
     #: The limits this worker enforces (None or empty: none, every claim takes the fast path).
     limits: FlowLimits | None = None
-    #: At most this many executions of limited queues and tasks per claim (the worker's idle threads:
-    #: claiming limited work ahead would hold slots no thread uses). None: no bound but ``limit``.
+    #: At most this many executions under a concurrency limit per claim (the worker's idle threads:
+    #: claimed ahead of its threads, they would hold slots no thread uses). None: no bound but ``limit``.
     limited_max: int | None = None
 
     @property
@@ -265,8 +265,6 @@ class Engine(Inserts, ScheduleStatements, Totals, FlowStatements):
         fast = selection.unlimited()
         claimed = self.claim_ready(worker, fast, limit, now) if fast is not None else []
         room = limit - len(claimed)
-        if selection.limited_max is not None:
-            room = min(room, selection.limited_max)
         if room <= 0 or not selection.limits:
             return claimed
 

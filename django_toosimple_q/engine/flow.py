@@ -64,6 +64,8 @@ class FlowStatements:
     paused_queues: list[str] = []
     #: After a claim held executions back for a rate limit: when (database clock) a start frees up.
     flow_retry_at: datetime.datetime | None = None
+    #: Whether the last limited claim found a scope full (limited work may be waiting for a slot).
+    flow_held: bool = False
 
     # -- the database's clock ----------------------------------------------------------------------
 
@@ -133,6 +135,7 @@ class FlowStatements:
         """Claim up to ``limit`` executions of the limited queues and tasks of ``selection``, within
         their limits (run inside the claim's transaction)."""
         limits = selection.limits
+        self.flow_held = False
         if limit <= 0 or not limits:
             return []
         queues = [name for name in limits.queues if selection.serves(name)]
@@ -142,7 +145,7 @@ class FlowStatements:
         paused = self._lock_scopes([queue_scope(q) for q in queues] + [task_scope(t) for t in tasks])
         open_queues = [q for q in queues if not paused.get(queue_scope(q))]
         now = self.db_now()
-        room = Room(limits, now)
+        room = Room(limits, now, selection.limited_max)
         processing = self.objects().filter(state=States.PROCESSING)
         if open_queues:
             room.running_queue.update(
@@ -182,6 +185,12 @@ class FlowStatements:
             if len(taken) >= limit or len(rows) < batch:
                 break
         self.flow_retry_at = room.retry_at()
+        self.flow_held = (
+            room.held
+            or any(room.queue_room(q) <= 0 for q in open_queues)
+            or any(room.task_room(t) <= 0 for t in tasks)
+            or bool(room.closed_keys())
+        )
         if not taken:
             return []
         ids = [e.pk for e in taken]
@@ -246,9 +255,11 @@ class FlowStatements:
 class Room:
     """What each limited scope may still take in this claim."""
 
-    def __init__(self, limits: FlowLimits, now: datetime.datetime):
+    def __init__(self, limits: FlowLimits, now: datetime.datetime, slots: int | None = None):
         self.limits = limits
         self.now = now
+        #: How many more executions under a concurrency limit this claim may take (idle threads).
+        self.slots = math.inf if slots is None else slots
         self.running_queue: Counter[str] = Counter()
         self.running_task: Counter[str] = Counter()
         self.running_key: Counter[tuple[str, str]] = Counter()
@@ -257,6 +268,8 @@ class Room:
         self.oldest: dict[tuple[str, str], datetime.datetime] = {}
         #: (scope, key) held back by their rate limit in this claim.
         self.rate_held: set[tuple[str, str]] = set()
+        #: Whether an execution was passed over for want of room.
+        self.held = False
 
     def rated_scopes(self, queues: list[str], tasks: list[str]) -> dict[str, Any]:
         rated = {queue_scope(q): self.limits.queues[q].rate for q in queues if self.limits.queues[q].rate}
@@ -319,8 +332,11 @@ class Room:
             checks.append((self.task_room(name), (task_scope(name), "")))
         if name in self.limits.keyed:
             checks.append((self.key_room(name, key), (task_scope(name), key)))
+        if self.slots <= 0 and self._needs_slot(execution, in_limited_queue):
+            return False  # no idle thread for it here: another worker's, or this one's next claim
         for free, scope_key in checks:
             if free <= 0:
+                self.held = True
                 if self._rate_full(scope_key):
                     self.rate_held.add(scope_key)
                 return False
@@ -334,7 +350,21 @@ class Room:
         for scope_key in self.rated_of(execution):
             self.started[scope_key] += 1
             self.oldest.setdefault(scope_key, self.now)
+        if self._needs_slot(execution, in_limited_queue):
+            self.slots -= 1
         return True
+
+    def _needs_slot(self, execution: TaskExec, in_limited_queue: bool) -> bool:
+        """Whether ``execution`` takes a slot of a concurrency limit."""
+        limits = self.limits
+        for limit in (
+            limits.queues.get(execution.queue) if in_limited_queue else None,
+            limits.tasks.get(execution.task_name),
+            limits.keyed.get(execution.task_name),
+        ):
+            if limit is not None and limit.concurrency is not None:
+                return True
+        return False
 
     def _rate_full(self, scope_key: tuple[str, str]) -> bool:
         scope, key = scope_key

@@ -241,7 +241,7 @@ class Worker:
         if self.once:
             self._wait_for_all()
             return None
-        if self.until_done and free > 0 and not claimed and not self._in_flight:
+        if self.until_done and free > 0 and not claimed and not self._in_flight and not self._flow_waiting():
             return None
         if self.pool.has_finished() and self.pool.waiting() <= self._refill_below():
             return True  # outcomes to record, and the threads' claimed-ahead work runs low
@@ -286,7 +286,7 @@ class Worker:
         selection = self.selection
         # Limited work is claimed for idle threads only: claimed ahead, it would hold slots unused.
         selection.limited_max = max(self.threads - (len(self._in_flight) - len(self._pending)), 0)
-        self.engine.flow_retry_at = None
+        self.engine.flow_retry_at, self.engine.flow_held = None, False
         recorded, claimed = self.engine.record_and_claim(
             self.duties.status, self._pending, selection, free if claim else 0, now
         )
@@ -300,6 +300,10 @@ class Worker:
             if ok:
                 signals.send(signals.task_finished, execution, exception=outcome.exception)
         return (free if claim else 0), claimed
+
+    def _flow_waiting(self) -> bool:
+        """Whether limited work may still be waiting for a slot or a start (``--until_done`` waits for it)."""
+        return self.limits is not None and (self._flow_retry is not None or self.engine.flow_held)
 
     @staticmethod
     def _retry_in(at: datetime.datetime | None) -> float | None:
