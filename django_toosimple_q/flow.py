@@ -20,7 +20,7 @@ from .engine import get_engine
 from .engine.flow import queue_scope, task_scope
 from .errors import ConfigurationError
 from .limits import Limit
-from .models import FlowScope, FlowStart, TaskExec
+from .models import FlowStart, TaskExec
 from .registry import flow_limits
 
 __all__ = ["pause_queue", "resume_queue", "paused_queues", "flow_status", "FlowStatus"]
@@ -147,7 +147,3 @@ def flow_status(*, using: str | None = None, now: datetime.datetime | None = Non
         )
     return statuses
 
-
-def scopes_paused(using: str | None = None) -> list[FlowScope]:
-    """The rows of the paused queues (for the admin)."""
-    return list(FlowScope.objects.using(using or queue_database()).filter(paused=True, scope__startswith="queue:"))

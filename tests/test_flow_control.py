@@ -345,3 +345,56 @@ def test_concurrency_key_must_name_an_argument_and_need_a_limit():
     assert task.key_of((), {"customer": 7}) == "7"
     assert task.key_of(("x" * 300,), {}).startswith("sha256:")
     assert len(task.key_of(("x" * 300,), {})) <= 255
+
+
+# -- the admin -----------------------------------------------------------------------------------------
+
+
+def test_admin_pause_button_needs_its_permission_and_is_logged(transactional_db, login):
+    from django.contrib.admin.models import LogEntry
+    from django.urls import reverse
+
+    url = reverse("admin:toosimpleq_pause_queue")
+    viewer = login("view_taskexec")
+    assert viewer.post(url, {"queue": "reports", "action": "pause"}).status_code == 403
+    assert "Pause queue" not in viewer.get(reverse("admin:toosimpleq_dashboard")).content.decode()
+    assert flow.paused_queues() == []
+
+    operator = login("view_taskexec", "pause_queue")
+    assert operator.get(url).status_code == 405  # a change is a POST
+    response = operator.post(url, {"queue": "reports", "action": "pause"})
+    assert response.status_code == 302
+    assert flow.paused_queues() == ["reports"]
+    page = operator.get(reverse("admin:toosimpleq_dashboard")).content.decode()
+    assert "PAUSED" in page and 'value="Resume"' in page
+    operator.post(url, {"queue": "reports", "action": "resume"})
+    assert flow.paused_queues() == []
+    messages = list(LogEntry.objects.order_by("id").values_list("change_message", flat=True))
+    assert messages == ["Paused queue reports.", "Resumed queue reports."]
+    operator.post(url, {"queue": "", "action": "pause"})  # refused with a message, nothing paused
+    assert flow.paused_queues() == []
+
+
+# -- Django's tasks framework ----------------------------------------------------------------------------
+
+
+def test_django_tasks_backend_takes_queue_limits(settings):
+    from django_toosimple_q.backends import AVAILABLE
+
+    if not AVAILABLE:
+        pytest.skip("Django's tasks framework (django.tasks) needs Django >= 6.0")
+    from django.core.exceptions import ImproperlyConfigured
+
+    from django_toosimple_q.backends import QueueBackend
+
+    backend = QueueBackend("flow", {"OPTIONS": {"queue_limits": {"reports": {"concurrency": 1, "rate_limit": "14/s"}}}})
+    assert backend.options["queue_limits"]["reports"]["concurrency"] == 1
+    with pytest.raises(ImproperlyConfigured, match="reports"):
+        QueueBackend("flow", {"OPTIONS": {"queue_limits": {"reports": {"concurrency": 0}}}})
+    settings.TASKS = {
+        "default": {
+            "BACKEND": "django_toosimple_q.backends.QueueBackend",
+            "OPTIONS": {"queue_limits": {"reports": {"concurrency": 1, "rate_limit": "14/s"}}},
+        }
+    }
+    assert limits.queue_limits()["reports"] == limits.Limit(1, limits.parse_rate("14/s"))
