@@ -398,3 +398,9 @@ def test_django_tasks_backend_takes_queue_limits(settings):
         }
     }
     assert limits.queue_limits()["reports"] == limits.Limit(1, limits.parse_rate("14/s"))
+
+
+def test_bad_queue_settings_stop_the_worker_at_its_system_check(workers):
+    result = workers.manage("check", env_extra={**FLOW_ENV, "TOOSIMPLEQ_TEST_BAD_QUEUES": "1"})
+    assert result.returncode != 0
+    assert "toosimpleq.E003" in result.stderr and "'flow_one'" in result.stderr and "concurrency" in result.stderr
