@@ -62,8 +62,9 @@ class FlowStatements:
 
     #: The queues paused at the last ``read_paused()`` (each tick, and on a notification).
     paused_queues: list[str] = []
-    #: After a claim held executions back for a rate limit: when (database clock) a start frees up.
-    flow_retry_at: datetime.datetime | None = None
+    #: After a claim held executions back for a rate limit: seconds until a start frees up (measured on
+    #: the database's clock, so a worker's clock skew does not matter).
+    flow_retry_after: float | None = None
     #: Whether the last limited claim found a scope full (limited work may be waiting for a slot).
     flow_held: bool = False
 
@@ -184,7 +185,8 @@ class FlowStatements:
                         break
             if len(taken) >= limit or len(rows) < batch:
                 break
-        self.flow_retry_at = room.retry_at()
+        retry_at = room.retry_at()
+        self.flow_retry_after = max((retry_at - now).total_seconds(), 0.0) if retry_at is not None else None
         self.flow_held = (
             room.held
             or any(room.queue_room(q) <= 0 for q in open_queues)

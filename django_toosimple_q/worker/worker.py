@@ -286,11 +286,12 @@ class Worker:
         selection = self.selection
         # Limited work is claimed for idle threads only: claimed ahead, it would hold slots unused.
         selection.limited_max = max(self.threads - (len(self._in_flight) - len(self._pending)), 0)
-        self.engine.flow_retry_at, self.engine.flow_held = None, False
+        self.engine.flow_retry_after, self.engine.flow_held = None, False
         recorded, claimed = self.engine.record_and_claim(
             self.duties.status, self._pending, selection, free if claim else 0, now
         )
-        self._flow_retry = self._retry_in(self.engine.flow_retry_at)
+        retry = self.engine.flow_retry_after
+        self._flow_retry = time.monotonic() + retry + 0.001 if retry is not None else None
         if claim and len(claimed) >= free:
             self._maybe_work.set()  # a full claim: there may be more
         pending, self._pending = self._pending, []
@@ -304,13 +305,6 @@ class Worker:
     def _flow_waiting(self) -> bool:
         """Whether limited work may still be waiting for a slot or a start (``--until_done`` waits for it)."""
         return self.limits is not None and (self._flow_retry is not None or self.engine.flow_held)
-
-    @staticmethod
-    def _retry_in(at: datetime.datetime | None) -> float | None:
-        """The monotonic time of ``at`` (the database's clock, read as this host's), or None."""
-        if at is None:
-            return None
-        return time.monotonic() + max((at - timezone.now()).total_seconds(), 0.0) + 0.001
 
     def _flow_notified(self) -> None:
         """Called by the listener thread: a queue was paused or resumed."""
