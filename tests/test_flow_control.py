@@ -404,3 +404,34 @@ def test_bad_queue_settings_stop_the_worker_at_its_system_check(workers):
     result = workers.manage("check", env_extra={**FLOW_ENV, "TOOSIMPLEQ_TEST_BAD_QUEUES": "1"})
     assert result.returncode != 0
     assert "toosimpleq.E003" in result.stderr and "'flow_one'" in result.stderr and "concurrency" in result.stderr
+
+
+def test_workers_do_not_spin_on_held_back_work(workers, vendor):
+    """Executions held back behind a full slot: the workers wait (ticks, notifications), they do not
+    claim in a loop. Counted in transactions on PostgreSQL (pg_stat_database)."""
+    if vendor != "postgresql":
+        pytest.skip("transactions are counted by PostgreSQL's statistics")
+    from django.db import connection
+
+    slow = workers.start("--tick", TICK, "--threads", "2", env_extra={**FLOW_ENV, "FLOW_SLOW": "1"})
+    queue("flow_kill", [("held",)])
+    wait_for(lambda: FlowRun.objects.filter(task="flow_kill").exists(), timeout=30)
+    queue("flow_kill", [(f"waiting{i}",) for i in range(20)])  # held back: the queue allows one at a time
+    start_workers(workers, count=2, threads=4)
+    wait_for(lambda: WorkerStatus.objects.filter(stopped__isnull=True).count() == 3)
+    time.sleep(2)
+
+    def commits() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_stat_force_next_flush()")
+            cursor.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+            return cursor.fetchone()[0]
+
+    before, began = commits(), time.monotonic()
+    time.sleep(6)
+    rate = (commits() - before) / (time.monotonic() - began)
+    # Three workers ticking every 0.5 s make about 6 transactions per second (and this test's reads a
+    # few); a worker claiming in a loop would make hundreds.
+    assert rate < 20, rate
+    assert FlowRun.objects.filter(task="flow_kill").count() == 1
+    assert slow.poll() is None

@@ -322,6 +322,8 @@ class Worker:
         if paused == self._paused:
             return
         newly = set(paused) - set(self._paused)
+        if set(self._paused) - set(paused):
+            self._maybe_work.set()  # resumed: its waiting executions may start
         self._paused = paused
         if newly:
             logger.info("Queue(s) paused: %s; their running executions finish, no new one starts", ", ".join(sorted(newly)))
@@ -334,8 +336,6 @@ class Worker:
                 self.engine.release(back, self.duties.status)
                 for execution in back:
                     self._in_flight.pop(execution.pk, None)
-        else:
-            self._maybe_work.set()  # resumed: its waiting executions may start
 
     def _check_listener(self) -> None:
         """Trust the listener only while it proves that notifications arrive; record changes (the admin
