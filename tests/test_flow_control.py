@@ -9,6 +9,7 @@ the limited tasks of tests/app/flow_tasks.py).
 from __future__ import annotations
 
 import datetime
+import json
 import signal
 import time
 from collections import defaultdict
@@ -258,8 +259,6 @@ def test_status_reports_limits_use_and_pauses(transactional_db, capsys):
     assert by_name[("queue", "flow_pause")].paused is True
     assert by_name[("task", "flow_keyed")].per_key is True
     call_command("toosimpleq_status", "--json", "--min-workers", "0")
-    import json
-
     report = json.loads(capsys.readouterr().out)
     queues = {q["name"]: q for q in report["flow"] if q["kind"] == "queue"}
     assert queues["flow_pause"]["paused"] is True
@@ -310,6 +309,24 @@ def test_bad_queue_settings_are_refused_naming_the_queue(settings, value, proble
     settings.TOOSIMPLEQ_QUEUES = value
     with pytest.raises(ConfigurationError, match=problem):
         limits.queue_limits()
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["concurrency", "rate_limit", "paralel"]),
+        st.one_of(st.none(), st.integers(-3, 3), st.booleans(), st.text(max_size=6), st.sampled_from(["2/s", "0/s", "5/2min"])),
+    )
+)
+def test_queue_settings_give_a_limit_or_an_error_naming_the_queue(options):
+    try:
+        limit = limits.queue_limit("reports", options)
+    except ConfigurationError as exc:
+        assert "['reports']" in str(exc)
+    else:
+        assert set(options) <= {"concurrency", "rate_limit"}
+        assert limit.concurrency == options.get("concurrency")
+        rate = options.get("rate_limit")
+        assert (limit.rate.text if limit.rate else None) == (rate.strip() if isinstance(rate, str) else rate)
 
 
 @given(
