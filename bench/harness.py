@@ -237,9 +237,9 @@ def wait_registered(count: int, timeout: float = 60.0) -> None:
 # -- checking a drain ------------------------------------------------------------------------------
 
 
-def check_drain(path: str, count: int, min_id: int = 0) -> dict:
+def check_drain(path: str, count: int, min_id: int = 0, task_name: str = append_line.name) -> dict:
     """Every execution SUCCEEDED, and the file holds each number exactly once."""
-    rows = TaskExec.objects.filter(id__gt=min_id, task_name=append_line.name)
+    rows = TaskExec.objects.filter(id__gt=min_id, task_name=task_name)
     states = dict(Counter(rows.values_list("state", flat=True)))
     try:
         numbers = Path(path).read_text().split()

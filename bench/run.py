@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark of django-toosimple-q on SQLite, PostgreSQL and MariaDB: ``make bench`` (see bench/README.md).
 
-    python bench/run.py [--quick] [--only enqueue|drain|latency|idle|stop|history|backlog]
+    python bench/run.py [--quick] [--only enqueue|drain|latency|idle|stop|history|backlog|flow]
                         [--db sqlite|postgresql|mysql]
 
 Each database is measured in its own child process (Django settings are per process); the parent
@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's django_toosimple_q, not an installed one
 
-SECTIONS = ["enqueue", "drain", "latency", "idle", "stop", "history", "backlog"]
+SECTIONS = ["enqueue", "drain", "latency", "idle", "stop", "history", "backlog", "flow"]
 DATABASES = ["sqlite", "postgresql", "mysql"]
 #: The server databases' name (PostgreSQL and MariaDB) and the SQLite file: set them to run beside
 #: another bench on the same machine.
@@ -257,6 +257,23 @@ def table_rows(r: dict) -> list[tuple[str, str]]:
             rows.append((f"history: {key} with {h['history_rows']:,} finished rows (wall | db)", drain_cell(loaded)))
             ratio = " | ".join(f"{v:.2f}" if v else "n/a" for v in (x["ratio_wall"], x["ratio_db"]))
             rows.append((f"history: {key} ratio to the empty table (wall | db)", ratio))
+    if "flow" in r:
+        f = r["flow"]
+        if "error" in f:
+            rows.append(("flow", "ERROR"))
+        else:
+            c = f["concurrency"]
+            rows.append((
+                f"flow: concurrency 50, x{c['count']:,} of {c['task_ms']:.0f} ms, {c['shape']}: per s (of ideal), peak",
+                f"{fmt_rate(c['per_s'])} ({c['of_ideal']:.2f}), {c['peak']}" + ("" if c["ok"] else " NOT OK"),
+            ))  # fmt: skip
+            r8 = f["rate"]
+            rows.append((
+                f"flow: rate 1000/s, x{r8['count']:,}, {r8['shape']}: starts/s, most in 1 s",
+                f"{fmt_rate(r8['per_s'])}, {r8['most_in_period']}" + ("" if r8["ok"] else " NOT OK"),
+            ))  # fmt: skip
+            x = f["unlimited_beside_limits"]
+            rows.append((f"flow: drain x{x['count']:,} of an unlimited queue, limits set on others, {x['processes']} proc x {x['threads']} thr (wall | db)", drain_cell(x)))
     if "backlog" in r:
         b = r["backlog"]
         if "error" in b:
@@ -405,7 +422,7 @@ def all_ok(results: dict) -> bool:
 
     if any(isinstance(v, dict) and "error" in v for v in results.values()):
         return False
-    return all(d["ok"] and not d["timed_out"] for name in ("drain", "history", "backlog") for d in drains(results.get(name)))
+    return all(d["ok"] and not d.get("timed_out") for name in ("drain", "history", "backlog", "flow") for d in drains(results.get(name)))
 
 
 def journal_mode(db: str) -> str | None:

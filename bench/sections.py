@@ -20,7 +20,7 @@ from django.utils import timezone
 from django_toosimple_q.models import TaskExec
 
 from . import harness
-from .benchapp.tasks import append_line, stamp
+from .benchapp.tasks import append_line, nap, stamp
 from .harness import Workers, log
 
 try:
@@ -49,13 +49,15 @@ class Sizes:
     drain_timeout: float = 900.0
     stop_samples: int = 10
     backlog: tuple[int, ...] = (2_000, 50_000, 1_000_000)
+    flow_concurrency: int = 5_000
+    flow_rate: int = 10_000
 
     @classmethod
     def quick(cls) -> Sizes:
         return cls(
             enqueue=500, bulk=5_000, drain=2_000, latency_samples=5, latency_warmup=1,
             idle_seconds=25.0, history=100_000, drain_timeout=300.0, stop_samples=3,
-            backlog=(2_000, 20_000, 100_000),
+            backlog=(2_000, 20_000, 100_000), flow_concurrency=1_000, flow_rate=3_000,
         )  # fmt: skip
 
 
@@ -134,7 +136,7 @@ class Bench:
             results[f"{processes}x{threads}"] = self.drain_once(processes, threads)
         return results
 
-    def drain_once(self, processes: int, threads: int, history: int = 0) -> dict:
+    def drain_once(self, processes: int, threads: int, history: int = 0, env: dict[str, str] | None = None) -> dict:
         """Queue ``sizes.drain`` tasks (after ``history`` finished rows, if any), then time workers
         started with ``--until_done`` until they all exit."""
         n = self.sizes.drain
@@ -148,7 +150,7 @@ class Bench:
 
         start = time.time()
         for index in range(processes):
-            self.workers.start("--until_done", "--threads", str(threads), "--label", f"bench-{index}-{{pid}}")
+            self.workers.start("--until_done", "--threads", str(threads), "--label", f"bench-{index}-{{pid}}", env=env)
         finished = self.workers.wait_all(self.sizes.drain_timeout)
         wall = time.time() - start
         codes = self.workers.exit_codes()
@@ -181,6 +183,74 @@ class Bench:
             log(f"problem: timed_out={not finished} exit codes {codes} states {check['states']} "
                 f"lines {check['lines']} duplicated {check['duplicated']}\n{tail}")  # fmt: skip
         return result
+
+    # -- flow control -------------------------------------------------------------------------------
+
+    def flow(self) -> dict:
+        """A queue with a concurrency limit of 50, one with a rate limit of 1,000/s (how close to the
+        limit they get), and the drain of an unlimited queue by workers that also enforce those limits."""
+        return {
+            "concurrency": self.flow_concurrency(),
+            "rate": self.flow_rate(),
+            "unlimited_beside_limits": self.drain_once(2, 4, env=FLOW_ENV),
+        }
+
+    def _flow_drain(self, executions: list, processes: int, threads: int, path: str) -> tuple[bool, list[TaskExec]]:
+        from django_toosimple_q.engine import get_engine
+
+        harness.reset()
+        from django_toosimple_q.models import FlowStart
+
+        FlowStart.objects.all().delete()
+        get_engine().insert_many(executions)
+        connection.close()
+        for index in range(processes):
+            self.workers.start("--until_done", "--threads", str(threads), "--tick", "1", "--label", f"flow-{index}-{{pid}}", env=FLOW_ENV)
+        finished = self.workers.wait_all(self.sizes.drain_timeout)
+        if not finished:
+            log(f"flow drain timed out:\n{self.workers.tail()}")
+        self.workers.stop_all()
+        return finished, list(TaskExec.objects.all())
+
+    def flow_concurrency(self) -> dict:
+        n, processes, threads = self.sizes.flow_concurrency, 2, 32
+        path = self.file("flow-concurrency.txt")
+        executions = [nap.new_exec((path, i, NAP_SECONDS), {}, queue="bench_limited") for i in range(n)]
+        finished, rows = self._flow_drain(executions, processes, threads, path)
+        check = harness.check_drain(path, n, task_name=nap.name)
+        done = [e for e in rows if e.state == States.SUCCEEDED]
+        intervals = [(e.started.timestamp(), e.finished.timestamp()) for e in done]
+        first = min(a for a, _ in intervals)
+        last = max(b for _, b in intervals)
+        per_s = len(done) / (last - first)
+        ideal = FLOW_CONCURRENCY / NAP_SECONDS
+        peak = most_at_once(intervals)
+        log(f"flow concurrency {FLOW_CONCURRENCY}: {per_s:,.0f}/s of an ideal {ideal:,.0f}/s, peak {peak} running")
+        return {
+            "count": n, "task_ms": NAP_SECONDS * 1000, "shape": f"{processes} proc x {threads} thr",
+            "per_s": per_s, "ideal_per_s": ideal, "of_ideal": per_s / ideal, "peak": peak,
+            "ok": check["ok"] and finished and peak <= FLOW_CONCURRENCY, "timed_out": not finished,
+        }  # fmt: skip
+
+    def flow_rate(self) -> dict:
+        from django_toosimple_q.models import FlowStart
+
+        n, processes, threads = self.sizes.flow_rate, 2, 4
+        path = self.file("flow-rate.txt")
+        executions = [append_line.new_exec((path, i), {}, queue="bench_rated") for i in range(n)]
+        finished, rows = self._flow_drain(executions, processes, threads, path)
+        check = harness.check_drain(path, n)
+        times = sorted(at.timestamp() for at in FlowStart.objects.filter(scope="queue:bench_rated").values_list("at", flat=True))
+        most = most_in_window(times, 1.0) if times else 0
+        # The first FLOW_RATE start at once (nothing started in the last second), then FLOW_RATE per second.
+        span = times[-1] - times[0] if len(times) > 1 else None
+        per_s = (len(times) - FLOW_RATE) / span if span and len(times) > FLOW_RATE else None
+        log(f"flow rate {FLOW_RATE}/s: {per_s or 0:,.0f} starts/s after the first second's {FLOW_RATE}, most in 1 s {most}")
+        return {
+            "count": n, "shape": f"{processes} proc x {threads} thr", "per_s": per_s, "most_in_period": most,
+            "starts_recorded": len(times),
+            "ok": check["ok"] and finished and most <= FLOW_RATE and len(times) == n, "timed_out": not finished,
+        }  # fmt: skip
 
     # -- 3. latency --------------------------------------------------------------------------------
 
@@ -414,6 +484,32 @@ class Bench:
             log(f"problem: timed_out={not finished} exit codes {codes} states {check['states']} "
                 f"lines {check['lines']} duplicated {check['duplicated']}\n{tail}")  # fmt: skip
         return result
+
+
+#: The limits of bench/settings.py under BENCH_FLOW.
+FLOW_ENV = {"BENCH_FLOW": "1"}
+FLOW_CONCURRENCY = 50
+FLOW_RATE = 1000
+NAP_SECONDS = 0.05
+
+
+def most_at_once(intervals: list[tuple[float, float]]) -> int:
+    events = sorted([(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals])
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def most_in_window(times: list[float], period: float) -> int:
+    """The most starts in any half-open window ``(t - period, t]``."""
+    most, first = 0, 0
+    for last, at in enumerate(times):
+        while times[first] <= at - period:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
 
 
 def xact_rate(readings: list[tuple[float, int]]) -> dict:

@@ -55,3 +55,5 @@ INSTALLED_APPS = [
     "bench.benchapp",
 ]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+if os.environ.get("BENCH_FLOW"):  # the flow-control measurement (and its workers): limited queues
+    TOOSIMPLEQ_QUEUES = {"bench_limited": {"concurrency": 50}, "bench_rated": {"rate_limit": "1000/s"}}

@@ -65,3 +65,15 @@ def check_listen_database(app_configs: Any = None, **kwargs: Any) -> list[checks
     except ImproperlyConfigured as exc:
         return [checks.Error(str(exc), id="toosimpleq.E002")]
     return []
+
+
+@checks.register("toosimpleq")
+def check_queue_limits(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """``TOOSIMPLEQ_QUEUES`` (and the ``queue_limits`` of our Django tasks backends) must be valid limits."""
+    from .limits import queue_limits
+
+    try:
+        queue_limits()
+    except ConfigurationError as exc:
+        return [checks.Error(str(exc), id="toosimpleq.E003")]
+    return []

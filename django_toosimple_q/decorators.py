@@ -18,8 +18,16 @@ def register_task(
     retry_delay: float = 0,
     unique: bool = False,
     timeout: float | None = None,
+    concurrency: int | None = None,
+    concurrency_key: str | Callable[..., Any] | None = None,
+    rate_limit: str | None = None,
 ) -> Callable[[Callable[..., Any]], Task]:
-    """Register a function as a task; the result is still callable and gains ``.queue()``."""
+    """Register a function as a task; the result is still callable and gains ``.queue()``.
+
+    Flow control (enforced by the database across every worker, see docs/tasks.md): ``concurrency``
+    (at most N running at once), ``rate_limit`` (at most N starts per period, e.g. ``"14/s"``), and
+    ``concurrency_key`` (an argument name or a callable on the arguments): both limits then apply per
+    distinct key."""
 
     def decorator(func: Callable[..., Any]) -> Task:
         # The options are checked by Task (see ``validation``), for every way a task is made.
@@ -32,6 +40,9 @@ def register_task(
             retry_delay=retry_delay,
             unique=unique,
             timeout=timeout,
+            concurrency=concurrency,
+            concurrency_key=concurrency_key,
+            rate_limit=rate_limit,
         )
         return tasks_registry.register(task)
 

@@ -271,6 +271,9 @@ class TaskExec(models.Model):
     #: so that its execution continues the trace, in another process or on another host (see
     #: docs/monitoring.md). None without OpenTelemetry, or outside of a trace. Replacements keep it.
     trace_context = models.TextField(_("trace context"), null=True, blank=True, editable=False)
+    #: For a task with a per-key limit (``@register_task(concurrency_key=...)``): the key of this call,
+    #: computed from its arguments when it is queued; None otherwise. Replacements keep it.
+    concurrency_key = models.CharField(_("concurrency key"), max_length=255, null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name = _("task execution")
@@ -326,6 +329,7 @@ class TaskExec(models.Model):
             is_unique=self.is_unique,
             unique_key=self.call_fingerprint() if self.is_unique else None,
             trace_context=self.trace_context,
+            concurrency_key=self.concurrency_key,
         )
 
     @classmethod
@@ -532,3 +536,35 @@ def describe(value: Any, limit: int = 80) -> str:
     """A short one-line preview of a stored value, for logs and lists."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class FlowScope(models.Model):
+    """One row per queue or task with a limit, or per queue paused at least once (``scope``:
+    ``"queue:<name>"`` or ``"task:<name>"``). Claims of limited work lock the rows of their scopes, which
+    serialises them (only them); ``paused`` is read by every worker each tick (see ``engine.flow``)."""
+
+    id = models.BigAutoField(primary_key=True)
+    scope = models.CharField(_("scope"), max_length=270, unique=True)
+    paused = models.BooleanField(_("paused"), default=False)
+    paused_at = models.DateTimeField(_("paused at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("flow scope")
+        verbose_name_plural = _("flow scopes")
+        permissions = [("pause_queue", _("Can pause and resume queues"))]
+
+    def __str__(self) -> str:
+        return f"{self.scope}{' (paused)' if self.paused else ''}"
+
+
+class FlowStart(models.Model):
+    """The start time (database clock) of each execution claimed under a rate limit, kept for one
+    period: a claim counts those of its scope (and key) to know how many more may start."""
+
+    id = models.BigAutoField(primary_key=True)
+    scope = models.CharField(max_length=270)
+    key = models.CharField(max_length=255, default="")
+    at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["scope", "key", "at"], name="toosimpleq_flowstart_idx")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import hashlib
 import inspect
 import logging
 import warnings
@@ -14,7 +15,7 @@ from asgiref.sync import async_to_sync
 from django.apps import apps as django_apps
 from django.utils import timezone
 
-from . import serialization, validation
+from . import limits, serialization, validation
 from .engine import get_engine
 from .errors import ConfigurationError, InvalidCall  # noqa: F401 - ConfigurationError also importable from here, as before
 
@@ -38,6 +39,13 @@ class Task:
     unique: bool = False
     #: Time limit in seconds; the execution runs in a child process that is killed past it.
     timeout: float | None = None
+    #: At most this many executions running at once: of the task, or per key with ``concurrency_key``.
+    concurrency: int | None = None
+    #: The name of an argument, or a callable taking the call's arguments: its value is the key of a
+    #: per-key limit (``concurrency`` and ``rate_limit`` then apply to each key on its own).
+    concurrency_key: str | Callable[..., Any] | None = None
+    #: At most this many starts per period (``"14/s"``, ``"100/10min"``): of the task, or per key.
+    rate_limit: str | None = None
     signature: inspect.Signature = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -50,11 +58,72 @@ class Task:
             timeout=self.timeout,
         )
         self.signature = inspect.signature(self.func)
+        self._check_flow_options()
         # Look like the function: name, docstring, module, ``__wrapped__``.
         functools.update_wrapper(self, self.func, updated=())
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)
+
+    # -- flow control ----------------------------------------------------------------------------------
+
+    def _check_flow_options(self) -> None:
+        """Refuse, at registration, flow options that cannot work, naming the task and what to change."""
+        problem = limits.concurrency_problem(self.concurrency)
+        if problem:
+            raise ConfigurationError(f"Task {self.name!r}: concurrency {problem}")
+        problem = limits.rate_problem(self.rate_limit)
+        if problem:
+            raise ConfigurationError(f"Task {self.name!r}: {problem}")
+        key = self.concurrency_key
+        if key is None:
+            return
+        if self.concurrency is None and self.rate_limit is None:
+            raise ConfigurationError(
+                f"Task {self.name!r}: concurrency_key={key!r} needs concurrency=N and/or rate_limit='N/period' "
+                "(the limit that applies to each key)"
+            )
+        if isinstance(key, str):
+            parameters = self.signature.parameters
+            accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+            if key not in parameters and not accepts_any:
+                raise ConfigurationError(
+                    f"Task {self.name!r}: concurrency_key={key!r} is not an argument of the function "
+                    f"({', '.join(parameters) or 'it takes none'}); give an argument name or a callable"
+                )
+        elif not callable(key):
+            raise ConfigurationError(
+                f"Task {self.name!r}: concurrency_key must be an argument name or a callable taking the call's "
+                f"arguments, not {key!r}"
+            )
+
+    @property
+    def limit(self) -> limits.Limit:
+        """This task's own limit (per key when ``concurrency_key`` is set)."""
+        return limits.Limit(self.concurrency, limits.parse_rate(self.rate_limit) if self.rate_limit else None)
+
+    def key_of(self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> str | None:
+        """The ``concurrency_key`` of a call (None without one): the argument's value, or what the
+        callable returns, as text; a long one is replaced by its hash (the column holds 255 characters)."""
+        key = self.concurrency_key
+        if key is None:
+            return None
+        if isinstance(key, str):
+            try:
+                bound = self.signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise InvalidCall(f"Task {self.name!r} cannot be queued with these arguments: {exc}") from None
+            bound.apply_defaults()
+            value = bound.arguments[key] if key in self.signature.parameters else kwargs.get(key)  # else via **kwargs
+        else:
+            try:
+                value = key(*args, **kwargs)
+            except Exception as exc:
+                raise InvalidCall(f"Task {self.name!r}: its concurrency_key callable failed on this call: {exc!r}") from exc
+        text = value if isinstance(value, str) else serialization.dumps(value, "the concurrency key")
+        if len(text) > 200 or (text and validation.text_problem(text)):
+            text = "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+        return text
 
     # -- running (on the worker) ---------------------------------------------------------------------
 
@@ -170,6 +239,7 @@ class Task:
             retry_delay=options.get("retry_delay", self.retry_delay),
             is_unique=self.unique,
             unique_key=serialization.call_fingerprint(self.name, args, kwargs) if self.unique else None,
+            concurrency_key=self.key_of(tuple(args), kwargs) if self.concurrency_key is not None else None,
         )
 
     def queue_many(self, calls: Iterable[Any], *, due: datetime.datetime | None = None) -> list[TaskExec]:
@@ -251,6 +321,16 @@ class TaskRegistry(dict[str, "Task"]):
                 )
         self[task.name] = task
         return task
+
+
+def flow_limits() -> limits.FlowLimits:
+    """The limits of the queues (``TOOSIMPLEQ_QUEUES``) and of the registered tasks, for the claim."""
+    flow = limits.FlowLimits(queues=limits.queue_limits())
+    for name, task in tasks_registry.items():
+        limit = task.limit
+        if limit:
+            (flow.keyed if task.concurrency_key is not None else flow.tasks)[name] = limit
+    return flow
 
 
 def _origin(func: Callable[..., Any]) -> str:

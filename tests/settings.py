@@ -114,6 +114,14 @@ TEMPLATES = [
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 STATIC_URL = "static/"
 TOOSIMPLEQ_UNKNOWN_TASK_GRACE = 0
+if os.environ.get("TOOSIMPLEQ_TEST_FLOW"):  # the workers of tests/test_flow_control.py
+    TOOSIMPLEQ_QUEUES = {
+        "flow_one": {"concurrency": 2},
+        "flow_rate": {"rate_limit": "20/s"},
+        "flow_kill": {"concurrency": 1},
+    }
+    if os.environ.get("TOOSIMPLEQ_TEST_BAD_QUEUES"):
+        TOOSIMPLEQ_QUEUES["flow_one"] = {"concurrency": -1}
 TOOSIMPLEQ_MAX_CRASHES = int(os.environ.get("TOOSIMPLEQ_TEST_MAX_CRASHES", "3"))
 
 # contrib.mail as 1.x users have it: only EMAIL_BACKEND set, the contrib app not installed.

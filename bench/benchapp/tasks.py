@@ -17,3 +17,12 @@ def append_line(path, number):
 def stamp():
     """Return when the task started, so the latency measurement can read it back."""
     return time.time()
+
+
+@register_task(name="bench.nap")
+def nap(path, number, seconds):
+    """Sleep, then append a line: a task whose duration, not the queue, bounds the throughput (the
+    concurrency-limit measurement: at most ``limit / seconds`` per second)."""
+    time.sleep(seconds)
+    with open(path, "a") as file:
+        file.write(f"{number}\n")

@@ -10,7 +10,9 @@ from __future__ import annotations
 import datetime
 from urllib.parse import urlencode
 
+from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import formats, timezone
@@ -18,8 +20,10 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
-from .. import monitoring
-from ..models import TaskExec, WorkerStatus
+from .. import flow, monitoring
+from ..conf import queue_database
+from ..errors import ConfigurationError
+from ..models import FlowScope, TaskExec, WorkerStatus
 from . import display
 
 HOURS_CHOICES = (1, 3, 6, 12, 24)
@@ -95,9 +99,45 @@ def dashboard_view(model_admin, request):
         "succeeded_in_window": sum(i.succeeded for i in intervals),
         "failed_in_window": sum(i.failed for i in intervals),
         "worker_state": display.state_badge(WorkerStatus.States.ONLINE, WorkerStatus.States.ONLINE.label),
+        "flow": flow.flow_status(now=now),
+        "can_pause": can_pause(request),
+        "pause_url": reverse(f"{model_admin.admin_site.name}:toosimpleq_pause_queue"),
     }
     request.current_app = model_admin.admin_site.name
     return TemplateResponse(request, "admin/toosimpleq/dashboard.html", context)
+
+
+def can_pause(request) -> bool:
+    return bool(request.user.has_perm("toosimpleq.pause_queue"))
+
+
+def pause_view(model_admin, request):
+    """POST ``queue`` and ``action`` (``pause`` or ``resume``): needs the ``toosimpleq.pause_queue``
+    permission; recorded in the admin's history (a LogEntry on the queue's flow scope row)."""
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    if not can_pause(request):
+        raise PermissionDenied
+    queue = request.POST.get("queue", "").strip()
+    action = request.POST.get("action")
+    dashboard = reverse(f"{model_admin.admin_site.name}:toosimpleq_dashboard")
+    if action not in ("pause", "resume"):
+        messages.error(request, _("Unknown action."))
+        return HttpResponseRedirect(dashboard)
+    try:
+        changed = flow.pause_queue(queue) if action == "pause" else flow.resume_queue(queue)
+    except ConfigurationError as exc:
+        messages.error(request, str(exc))
+        return HttpResponseRedirect(dashboard)
+    if changed:
+        scope = FlowScope.objects.using(queue_database()).get(scope=f"queue:{queue}")
+        text = _("Paused queue %(queue)s.") if action == "pause" else _("Resumed queue %(queue)s.")
+        model_admin.log_change(request, scope, text % {"queue": queue})
+        messages.success(request, text % {"queue": queue})
+    else:
+        text = _("Queue %(queue)s was already paused.") if action == "pause" else _("Queue %(queue)s was not paused.")
+        messages.info(request, text % {"queue": queue})
+    return HttpResponseRedirect(dashboard)
 
 
 def nice_scale(top: int) -> tuple[int, int]:

@@ -15,7 +15,7 @@ from ..models import TaskExec, WorkerStatus
 from ..registry import tasks_registry
 from ..serialization import Undecodable
 from . import display
-from .dashboard import dashboard_view
+from .dashboard import dashboard_view, pause_view
 from .listing import PREVIEW, CappedPaginator, ExecutionChangeList, QueueFilter, TaskNameFilter, WorkerFilter
 
 States = TaskExec.States
@@ -109,7 +109,15 @@ class TaskExecAdmin(admin.ModelAdmin):
 
     def get_urls(self):
         dashboard = self.admin_site.admin_view(self.dashboard)
-        return [path("dashboard/", dashboard, name="toosimpleq_dashboard"), *super().get_urls()]
+        pause = self.admin_site.admin_view(self.pause_queue)
+        return [
+            path("dashboard/", dashboard, name="toosimpleq_dashboard"),
+            path("dashboard/pause/", pause, name="toosimpleq_pause_queue"),
+            *super().get_urls(),
+        ]
+
+    def pause_queue(self, request):
+        return pause_view(self, request)
 
     def dashboard(self, request):
         return dashboard_view(self, request)

@@ -114,6 +114,9 @@ def adapter_for(obj: Any) -> DjangoTaskAdapter | None:
             retries=option(declared, backend, "retries"),
             retry_delay=option(declared, backend, "retry_delay"),
             timeout=option(declared, backend, "timeout"),
+            concurrency=getattr(declared, "concurrency", None),
+            concurrency_key=getattr(declared, "concurrency_key", None),
+            rate_limit=getattr(declared, "rate_limit", None),
             django_task=declared,
         )
     )

@@ -14,7 +14,8 @@ from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued
 from django.utils.module_loading import import_string
 
-from .. import validation
+from .. import limits, validation
+from ..errors import ConfigurationError
 from ..engine import get_engine
 from ..models import TaskExec
 from ..registry import tasks_registry
@@ -26,12 +27,16 @@ class QueuedTask(DjangoTask):
     """The ``Task`` class of ``QueueBackend``: creating one (``@task``) registers its adapter.
 
     It also takes our options, which override the backend's ``OPTIONS`` for this task:
-    ``@task(retries=3, retry_delay=10, timeout=60)``.
+    ``@task(retries=3, retry_delay=10, timeout=60)``; and flow limits, as ``@register_task`` does:
+    ``@task(concurrency=2, concurrency_key="customer_id", rate_limit="14/s")``.
     """
 
     retries: int | None = None
     retry_delay: float | None = None
     timeout: float | None = None
+    concurrency: int | None = None
+    concurrency_key: Any = None
+    rate_limit: str | None = None
 
     def __post_init__(self) -> None:
         DjangoTask.__post_init__(self)  # validates; zero-argument super() fails in slotted dataclasses
@@ -43,7 +48,8 @@ class QueueBackend(BaseTaskBackend):
 
     OPTIONS (all optional): ``retries`` (int >= 0) and ``retry_delay`` (seconds, doubled after each
     failure) for every execution enqueued through this backend; ``timeout`` (seconds) is the time
-    limit of its tasks on the worker.
+    limit of its tasks on the worker; ``queue_limits``: the limits of queues, as ``TOOSIMPLEQ_QUEUES``
+    (``{"reports": {"concurrency": 1, "rate_limit": "14/s"}}``).
     """
 
     task_class = QueuedTask
@@ -61,12 +67,23 @@ class QueueBackend(BaseTaskBackend):
                 f"TASKS[{alias!r}] uses django_toosimple_q.backends.QueueBackend: add 'django_toosimple_q' "
                 "to INSTALLED_APPS (its models hold the queue)"
             )
-        unknown = set(self.options) - {"retries", "retry_delay", "timeout"}
+        unknown = set(self.options) - {"retries", "retry_delay", "timeout", "queue_limits"}
         if unknown:
             raise ImproperlyConfigured(
                 f"TASKS[{alias!r}]['OPTIONS'] has unknown keys {sorted(unknown)}; "
-                "QueueBackend accepts retries, retry_delay and timeout"
+                "QueueBackend accepts retries, retry_delay, timeout and queue_limits"
             )
+        queue_limits = self.options.get("queue_limits") or {}
+        if not isinstance(queue_limits, dict):
+            raise ImproperlyConfigured(
+                f"TASKS[{alias!r}]['OPTIONS']['queue_limits'] must be a dict of queue name -> "
+                "{'concurrency': ..., 'rate_limit': ...}"
+            )
+        for name, queue_options in queue_limits.items():
+            try:
+                limits.queue_limit(name, queue_options, f"TASKS[{alias!r}]['OPTIONS']['queue_limits']")
+            except ConfigurationError as exc:
+                raise ImproperlyConfigured(str(exc)) from None
         self.retries = self.options.get("retries", 0)
         self.retry_delay = self.options.get("retry_delay", 0)
         self.timeout = self.options.get("timeout")

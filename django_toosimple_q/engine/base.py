@@ -10,7 +10,7 @@ import datetime
 import logging
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, TypeVar
 
 from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connections, transaction
@@ -19,7 +19,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from .. import conf
+from ..limits import FlowLimits
 from ..models import EncodedJSON, TaskExec, WorkerStatus
+from .flow import FlowStatements
 from .outcome import Outcome
 from .inserts import Inserts
 from .schedules import ScheduleStatements
@@ -37,13 +39,49 @@ class Selection:
     task_names: list[str]
     queues: list[str]
     excluded_queues: list[str]
+    #: Queues paused (as last read by the worker): never claimed.
+    paused: list[str] = field(default_factory=list)
+    #: The limits this worker enforces (None or empty: none, every claim takes the fast path).
+    limits: FlowLimits | None = None
+    #: At most this many executions under a concurrency limit per claim (the worker's idle threads:
+    #: claimed ahead of its threads, they would hold slots no thread uses). None: no bound but ``limit``.
+    limited_max: int | None = None
+
+    @property
+    def task_set(self) -> set[str]:
+        return set(self.task_names)
+
+    def serves(self, queue: str) -> bool:
+        if queue in self.paused:
+            return False
+        if self.queues:
+            return queue in self.queues
+        return queue not in self.excluded_queues
+
+    def unlimited(self) -> Selection | None:
+        """The part of this selection that is neither limited nor paused (for the fast path), or None
+        when nothing is left."""
+        limits = self.limits
+        if not limits and not self.paused:
+            return self
+        held = set(self.paused) | (set(limits.queues) if limits else set())
+        tasks = set(limits.limited_tasks) if limits else set()
+        task_names = [name for name in self.task_names if name not in tasks]
+        if not task_names:
+            return None
+        if self.queues:
+            queues = [queue for queue in self.queues if queue not in held]
+            if not queues:
+                return None
+            return Selection(task_names, queues, [])
+        return Selection(task_names, [], sorted(set(self.excluded_queues) | held))
 
 
 #: The partial index of QUEUED rows in claim order (see ``TaskExec.Meta.indexes``).
 CLAIM_INDEX = "toosimpleq_claim_idx"
 
 
-class Engine(Inserts, ScheduleStatements, Totals):
+class Engine(Inserts, ScheduleStatements, Totals, FlowStatements):
     """Every statement, in the form SQLite runs; PostgreSQL and MariaDB override what differs."""
 
     #: True when ``claim()`` is a single statement (atomic without a transaction around it).
@@ -143,6 +181,7 @@ class Engine(Inserts, ScheduleStatements, Totals):
         def transact() -> tuple[datetime.datetime | None, list[WorkerStatus]]:
             with transaction.atomic(using=self.db):
                 WorkerStatus.objects.using(self.db).filter(pk=worker.pk).update(last_seen=now)
+                self.read_paused()
                 next_sleeping = self.wake_sleeping(now)
                 if ping is not None:
                     self.send_ping(worker, ping)
@@ -156,7 +195,12 @@ class Engine(Inserts, ScheduleStatements, Totals):
         """Within the tick's transaction: tell the worker's listener that ping ``seq`` was sent."""
 
     def listener(
-        self, worker: WorkerStatus, tick: float, queues_served: Callable[[str], bool], wake: Callable[[bool], None]
+        self,
+        worker: WorkerStatus,
+        tick: float,
+        queues_served: Callable[[str], bool],
+        wake: Callable[[bool], None],
+        flow_changed: Callable[[], None] | None = None,
     ) -> Any:
         """Something that calls ``wake(sleeping)`` as soon as a served queue gets work, or None (poll only).
 
@@ -213,6 +257,31 @@ class Engine(Inserts, ScheduleStatements, Totals):
 
     def claim(self, worker: WorkerStatus, selection: Selection, limit: int, now: datetime.datetime) -> list[TaskExec]:
         """Atomically mark up to ``limit`` due executions PROCESSING for ``worker`` and return them.
+
+        Without limits or paused queues, the fast path alone (``claim_ready``). Otherwise the fast path
+        for the rest, then ``claim_limited`` (in the same transaction) for the limited queues and tasks.
+        """
+        if limit <= 0 or not selection.task_names:
+            return []
+        if not selection.limits and not selection.paused:
+            return self.claim_ready(worker, selection, limit, now)
+        fast = selection.unlimited()
+        claimed = self.claim_ready(worker, fast, limit, now) if fast is not None else []
+        room = limit - len(claimed)
+        if room <= 0 or not selection.limits:
+            return claimed
+
+        if self.connection.in_atomic_block:
+            return claimed + self.claim_limited(worker, selection, room)
+
+        def transact() -> list[TaskExec]:
+            with transaction.atomic(using=self.db):
+                return self.claim_limited(worker, selection, room)
+
+        return claimed + self.retrying(transact)
+
+    def claim_ready(self, worker: WorkerStatus, selection: Selection, limit: int, now: datetime.datetime) -> list[TaskExec]:
+        """The fast path: up to ``limit`` executions of ``selection``, whatever their queue's limits.
 
         One statement: the inner SELECT picks the rows in priority/due/creation order, the UPDATE
         takes them; two workers can never take the same row (SQLite: one writer at a time).

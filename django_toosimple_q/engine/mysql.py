@@ -36,7 +36,7 @@ class MySQLEngine(Engine):
             execution.save(using=self.db, force_insert=True)
         return batch
 
-    def claim(self, worker: WorkerStatus, selection: Selection, limit: int, now: datetime.datetime) -> list[TaskExec]:
+    def claim_ready(self, worker: WorkerStatus, selection: Selection, limit: int, now: datetime.datetime) -> list[TaskExec]:
         if limit <= 0 or not selection.task_names:
             return []
 

@@ -21,6 +21,7 @@ from django.db import DatabaseError, DataError, connections
 from .. import conf
 from ..models import TaskExec, WorkerStatus
 from .base import Engine, Selection, States
+from .flow import FLOW_PAYLOAD
 from .inserts import _JSON
 from .outcome import Outcome
 
@@ -135,11 +136,11 @@ class PostgreSQLEngine(Engine):
 
     # -- the claim: toosimpleq_claim(), reading toosimpleq_ready (migrations 0027, 0028) -----------
 
-    def claim(self, worker: WorkerStatus, selection: Selection, limit: int, now: datetime.datetime) -> list[TaskExec]:
-        """One call of ``toosimpleq_claim()`` (migration 0028): it picks the first ``limit`` ready rows
-        (locked, skipping those other workers hold), takes their executions that are still QUEUED and
-        not locked by another transaction (a cancel under way), and deletes the ready rows of those
-        taken. Nobody waits for a lock here, so no deadlock; a ready row whose execution was skipped
+    def claim_ready(self, worker: WorkerStatus, selection: Selection, limit: int, now: datetime.datetime) -> list[TaskExec]:
+        """The fast path (see ``Engine.claim``): one call of ``toosimpleq_claim()`` (migration 0028). It
+        picks the first ``limit`` ready rows (locked, skipping those other workers hold), takes their
+        executions that are still QUEUED and not locked by another transaction (a cancel under way),
+        and deletes the ready rows of those taken. Nobody waits for a lock here, so no deadlock; a ready row whose execution was skipped
         stays for the next claim. The function keeps its plans for the life of the server connection
         and sets what its statement needs itself (see the migration).
 
@@ -166,6 +167,11 @@ class PostgreSQLEngine(Engine):
         claimed.sort(key=lambda e: (-e.priority, e.due, e.id))
         self._claimed_since_vacuum += len(claimed)
         return claimed
+
+    def _taken_by_flow(self, ids: list[int]) -> None:
+        # The trigger leaves rows turning PROCESSING to the claimer once CLAIMING is set in the transaction.
+        with self.connection.cursor() as cursor:
+            cursor.execute("DELETE FROM toosimpleq_ready WHERE id = ANY(%s)", [ids])
 
     def _returning(self) -> str:
         """The claim's columns, datetimes as UTC ISO text (``read_utc``): the driver's timestamp loader
@@ -228,12 +234,17 @@ class PostgreSQLEngine(Engine):
             cursor.execute("SELECT pg_notify(%s, %s)", [ping_channel(worker.pk), str(seq)])
 
     def listener(
-        self, worker: WorkerStatus, tick: float, queues_served: Callable[[str], bool], wake: Callable[[bool], None]
+        self,
+        worker: WorkerStatus,
+        tick: float,
+        queues_served: Callable[[str], bool],
+        wake: Callable[[bool], None],
+        flow_changed: Callable[[], None] | None = None,
     ) -> Listener | None:
         alias = conf.listen_database()
         if alias is None:
             return None
-        return Listener(alias, worker.pk, tick, queues_served, wake)
+        return Listener(alias, worker.pk, tick, queues_served, wake, flow_changed)
 
 
 class Listener:
@@ -264,8 +275,11 @@ class Listener:
         tick: float,
         queues_served: Callable[[str], bool],
         wake: Callable[[bool], None],
+        flow_changed: Callable[[], None] | None = None,
     ):
         self.alias = alias
+        #: Called when a queue is paused or resumed (``engine.flow.FLOW_PAYLOAD``).
+        self.flow_changed = flow_changed
         self.ping_channel = ping_channel(worker_id)
         #: Shown in ``pg_stat_activity``, so operators (and tests) can tell this connection apart.
         self.application_name = f"toosimpleq-listen-{int(worker_id)}"
@@ -430,6 +444,10 @@ class Listener:
         if channel != CHANNEL:
             return
         logger.debug("Notified: %s", payload)
+        if payload.startswith(FLOW_PAYLOAD):
+            if self.flow_changed is not None:
+                self.flow_changed()
+            return
         queue, sleeping = read_payload(payload)
         if self.queues_served(queue):
             self.wake(sleeping)

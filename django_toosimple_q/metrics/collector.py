@@ -14,7 +14,8 @@ from django.utils import timezone
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from .. import monitoring
+from .. import flow, monitoring
+from ..limits import parse_rate
 from ..engine.totals import BUCKETS, Aggregate
 from ..models import TaskExec
 from ..registry import tasks_registry
@@ -57,6 +58,7 @@ class QueueCollector(Collector):
         for name, seconds in sorted(monitoring.schedule_lags(now, using).items()):
             lag.add_metric([name], seconds)
         yield lag
+        yield from self._flow(flow.flow_status(using=using, now=now))
         yield GaugeMetricFamily(
             f"{PREFIX}_metrics_collect_seconds",
             "How long reading these metrics from the database took.",
@@ -115,6 +117,53 @@ class QueueCollector(Collector):
             run.add_metric([task], _buckets(total.run_buckets, total.started), total.run_seconds)
             pickup.add_metric([task], _buckets(total.wait_buckets, total.started), total.wait_seconds)
         yield from (finished, run, pickup)
+
+
+    def _flow(self, statuses: list[flow.FlowStatus]) -> Iterator[Metric]:
+        labels = ["kind", "name"]
+        running = GaugeMetricFamily(
+            f"{PREFIX}_flow_running",
+            "Executions running now in a limited (or paused) queue, or of a limited task.",
+            labels=labels,
+        )
+        concurrency = GaugeMetricFamily(
+            f"{PREFIX}_flow_concurrency_limit",
+            "The concurrency limit of a queue or task (per key for a task with concurrency_key).",
+            labels=labels,
+        )
+        rate = GaugeMetricFamily(
+            f"{PREFIX}_flow_rate_limit_per_second",
+            "The rate limit of a queue or task, in starts per second (per key for a task with concurrency_key).",
+            labels=labels,
+        )
+        used = GaugeMetricFamily(
+            f"{PREFIX}_flow_rate_used",
+            "Starts within the last period of the rate limit (all keys together for a per-key limit).",
+            labels=labels,
+        )
+        paused = GaugeMetricFamily(f"{PREFIX}_queue_paused", "1 while a queue is paused.", labels=["queue"])
+        limits = flow_limits_of(statuses)
+        for status in statuses:
+            key = [status.kind, status.name]
+            running.add_metric(key, status.running)
+            if status.concurrency is not None:
+                concurrency.add_metric(key, status.concurrency)
+            if status.rate_limit is not None:
+                rate.add_metric(key, limits[(status.kind, status.name)])
+                used.add_metric(key, status.rate_used or 0)
+            if status.kind == "queue":
+                paused.add_metric([status.name], 1 if status.paused else 0)
+        yield from (running, concurrency, rate, used, paused)
+
+
+def flow_limits_of(statuses: list[flow.FlowStatus]) -> dict[tuple[str, str], float]:
+    """Starts per second of each rate limit in ``statuses``."""
+    rates = {}
+    for status in statuses:
+        if status.rate_limit is not None:
+            rate = parse_rate(status.rate_limit)
+            rates[(status.kind, status.name)] = rate.count / rate.period
+    return rates
 
 
 def _buckets(counts: list[int], total: int) -> list[tuple[str, float]]:

@@ -23,7 +23,7 @@ from ..errors import StartupError
 from ..engine import Selection, get_engine
 from ..engine.outcome import Outcome
 from ..models import TaskExec, WorkerStatus
-from ..registry import schedules_registry, tasks_registry
+from ..registry import flow_limits, schedules_registry, tasks_registry
 from . import stopping
 from .duties import Duties
 from .executor import log_outcome
@@ -103,6 +103,14 @@ class Worker:
         #: claims come back full. Otherwise every pass claims (polling).
         self._maybe_work = threading.Event()
         self._maybe_work.set()
+        #: The limits enforced in this worker's claims (None: none; see ``engine.flow``).
+        self.limits = flow_limits() or None
+        #: Set by the listener when a queue is paused or resumed: read the paused queues before claiming.
+        self._flow_changed = threading.Event()
+        #: The paused queues this worker last acted upon.
+        self._paused: list[str] = []
+        #: Monotonic time when a start held back by a rate limit may happen (None: none held back).
+        self._flow_retry: float | None = None
         self.pool = TaskPool(threads, task_timeout, on_outcome=self._wake.set)
         #: Claimed and not yet recorded: waiting for a thread, running, or finished but not recorded.
         self._in_flight: dict[int, TaskExec] = {}
@@ -133,7 +141,7 @@ class Worker:
         listener = (
             None
             if self.once or self.until_done
-            else self.engine.listener(self.status, self.tick, self._serves, self._notified)
+            else self.engine.listener(self.status, self.tick, self._serves, self._notified, self._flow_notified)
         )
         if listener is not None:
             self._listener = self.duties.listener = listener.start()
@@ -177,7 +185,7 @@ class Worker:
 
     @property
     def selection(self) -> Selection:
-        return Selection(sorted(tasks_registry), self.queues, self.excluded_queues)
+        return Selection(sorted(tasks_registry), self.queues, self.excluded_queues, list(self._paused), self.limits)
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -215,8 +223,9 @@ class Worker:
         now = timezone.now()
         duties = self.duties
         if duties.due(now):
-            duties.run(now)  # heartbeats too
+            duties.run(now)  # heartbeats too (and reads the paused queues)
         duties.heartbeat_if_due(now)
+        self._follow_pauses()
         self._check_listener()
         if duties.scheduler:
             duties.scheduler.run_due(now)
@@ -232,7 +241,7 @@ class Worker:
         if self.once:
             self._wait_for_all()
             return None
-        if self.until_done and free > 0 and not claimed and not self._in_flight:
+        if self.until_done and free > 0 and not claimed and not self._in_flight and not self._flow_waiting():
             return None
         if self.pool.has_finished() and self.pool.waiting() <= self._refill_below():
             return True  # outcomes to record, and the threads' claimed-ahead work runs low
@@ -244,12 +253,14 @@ class Worker:
             # (trusting the listener) until the ping in flight is overdue.
             listener = self._listener
             until_check = listener.seconds_until_check(time.monotonic()) if listener and self._listening else float("inf")
+            until_flow = max(self._flow_retry - time.monotonic(), 0.0) if self._flow_retry is not None else float("inf")
             self.wait(
                 min(
                     duties.seconds_until_heartbeat(),
                     duties.seconds_until_due(),
                     duties.seconds_until_schedule(),
                     until_check,
+                    until_flow,
                 )
             )
         return True
@@ -259,14 +270,28 @@ class Worker:
         in one transaction; returns how many could be claimed, and the claimed executions."""
         self._pending += self.pool.finished()
         free = capacity - (len(self._in_flight) - len(self._pending))
-        claim = free > 0 and not self._stopping.is_set() and (not self._listening or self._maybe_work.is_set())
+        # Limited work held back may start once a slot (one of ours just ended) or a start frees up.
+        flow_due = self.limits is not None and (
+            bool(self._pending) or (self._flow_retry is not None and time.monotonic() >= self._flow_retry)
+        )
+        claim = (
+            free > 0
+            and not self._stopping.is_set()
+            and (not self._listening or self._maybe_work.is_set() or flow_due)
+        )
         if claim:
             self._maybe_work.clear()  # set again by a notification arriving from now on
         if not self._pending and not claim:
             return free, []
+        selection = self.selection
+        # Limited work is claimed for idle threads only: claimed ahead, it would hold slots unused.
+        selection.limited_max = max(self.threads - (len(self._in_flight) - len(self._pending)), 0)
+        self.engine.flow_retry_after, self.engine.flow_held = None, False
         recorded, claimed = self.engine.record_and_claim(
-            self.duties.status, self._pending, self.selection, free if claim else 0, now
+            self.duties.status, self._pending, selection, free if claim else 0, now
         )
+        retry = self.engine.flow_retry_after
+        self._flow_retry = time.monotonic() + retry + 0.001 if retry is not None else None
         if claim and len(claimed) >= free:
             self._maybe_work.set()  # a full claim: there may be more
         pending, self._pending = self._pending, []
@@ -276,6 +301,41 @@ class Worker:
             if ok:
                 signals.send(signals.task_finished, execution, exception=outcome.exception)
         return (free if claim else 0), claimed
+
+    def _flow_waiting(self) -> bool:
+        """Whether limited work may still be waiting for a slot or a start (``--until_done`` waits for it)."""
+        return self.limits is not None and (self._flow_retry is not None or self.engine.flow_held)
+
+    def _flow_notified(self) -> None:
+        """Called by the listener thread: a queue was paused or resumed."""
+        self._flow_changed.set()
+        self._maybe_work.set()
+        self._wake.set()
+
+    def _follow_pauses(self) -> None:
+        """Act on the paused queues as last read (each tick), or read them now after a notification: stop
+        claiming from a paused queue and give back to the queue its executions claimed but not started."""
+        if self._flow_changed.is_set():
+            self._flow_changed.clear()
+            self.engine.read_paused()
+        paused = list(self.engine.paused_queues)
+        if paused == self._paused:
+            return
+        newly = set(paused) - set(self._paused)
+        if set(self._paused) - set(paused):
+            self._maybe_work.set()  # resumed: its waiting executions may start
+        self._paused = paused
+        if newly:
+            logger.info("Queue(s) paused: %s; their running executions finish, no new one starts", ", ".join(sorted(newly)))
+            unstarted = self.pool.take_unstarted()
+            back = [e for e in unstarted if e.queue in newly]
+            for execution in unstarted:
+                if execution.queue not in newly:
+                    self.pool.submit(execution)
+            if back:
+                self.engine.release(back, self.duties.status)
+                for execution in back:
+                    self._in_flight.pop(execution.pk, None)
 
     def _check_listener(self) -> None:
         """Trust the listener only while it proves that notifications arrive; record changes (the admin

@@ -12,6 +12,9 @@ from django_toosimple_q.decorators import register_task
 
 from .models import Record
 
+if os.environ.get("TOOSIMPLEQ_TEST_FLOW"):
+    from . import flow_tasks  # noqa: F401 - tasks with flow limits (tests/test_flow_control.py)
+
 if django.VERSION >= (6, 0):
     # Django's own @task functions, run by our worker through django_toosimple_q.backends.QueueBackend.
     from . import django_tasks  # noqa: F401

@@ -1,4 +1,5 @@
-"""``manage.py toosimpleq_status``: queue depths, waiting ages, failures and workers; a health check.
+"""``manage.py toosimpleq_status``: queue depths, waiting ages, failures, workers and flow control
+(limits, running counts, rate use, paused queues); a health check.
 
 Exit codes (added together when several problems are found):
 0 healthy; 1 fewer workers online than ``--min-workers`` (default 1); 2 some queue has an execution
@@ -13,7 +14,7 @@ import json
 from django.core.management.base import BaseCommand
 from django.db import DEFAULT_DB_ALIAS
 
-from ... import monitoring
+from ... import flow, monitoring
 
 NO_WORKER, WAITING_TOO_LONG, TOO_MANY_FAILURES = 1, 2, 4
 
@@ -56,15 +57,19 @@ class Command(BaseCommand):
         snap = monitoring.snapshot(using=options["database"])
         if options["queue"]:
             snap.queues = [q for q in snap.queues if q.queue in options["queue"]]
+        limited = flow.flow_status(using=options["database"])
+        if options["queue"]:
+            limited = [f for f in limited if f.kind == "task" or f.name in options["queue"]]
         problems, code = self.check(snap, options)
         if options["json"]:
             data = snap.as_dict()
+            data["flow"] = [f.as_dict() for f in limited]
             data["healthy"] = not problems
             data["problems"] = problems
             data["exit_code"] = code
             self.stdout.write(json.dumps(data, indent=2))
         else:
-            self.print_tables(snap, problems)
+            self.print_tables(snap, problems, limited)
         if code:
             raise SystemExit(code)
 
@@ -86,7 +91,7 @@ class Command(BaseCommand):
             code |= TOO_MANY_FAILURES
         return problems, code
 
-    def print_tables(self, snap: monitoring.Snapshot, problems: list[str]) -> None:
+    def print_tables(self, snap: monitoring.Snapshot, problems: list[str], limited: list[flow.FlowStatus]) -> None:
         out = self.stdout
         out.write("Queues")
         rows: list[tuple[object, ...]] = [("queue", "ready", "oldest wait", "queued", "sleeping", "processing")]
@@ -104,6 +109,24 @@ class Command(BaseCommand):
             f"(and {snap.retried_failures_24h} failed attempts that were retried)"
         )
         out.write("")
+        if limited:
+            out.write("Flow control")
+            rows = [("", "name", "concurrency", "running", "rate limit", "rate use", "queued", "paused")]
+            rows += [
+                (
+                    f.kind + (" (per key)" if f.per_key else ""),
+                    f.name,
+                    f.concurrency if f.concurrency is not None else "-",
+                    f.running,
+                    f.rate_limit or "-",
+                    f.rate_used if f.rate_used is not None else "-",
+                    f.queued,
+                    "PAUSED" if f.paused else "",
+                )
+                for f in limited
+            ]
+            out.write(_table(rows))
+            out.write("")
         out.write(f"Workers online: {len(snap.workers_online)}")
         if snap.workers_online:
             rows = [("id", "label", "host", "pid", "queues", "pick-up", "last heartbeat")]
