@@ -14,11 +14,11 @@ import selectors
 import socket
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from django.db import DatabaseError, connections, transaction
 
-from .. import conf
+from .. import conf, waiting
 from ..models import TaskExec, WorkerStatus
 from .base import Engine, Selection, States
 from .outcome import Outcome
@@ -107,6 +107,26 @@ class PostgreSQLEngine(Engine):
     def __init__(self, db: str):
         super().__init__(db)
         self._claimed_since_vacuum = 0
+
+    def announce_finished(self, ids: Iterable[int]) -> None:
+        """``NOTIFY toosimpleq_finished`` with the ids (comma-separated, under the 8,000-byte payload
+        limit per notification), delivered at the commit: ``TaskExec.wait()`` wakes on it."""
+        payloads: list[str] = []
+        current = ""
+        for pk in ids:
+            text = str(int(pk))
+            if current and len(current) + len(text) + 1 > 7900:
+                payloads.append(current)
+                current = ""
+            current = f"{current},{text}" if current else text
+        if current:
+            payloads.append(current)
+        if not payloads:
+            return
+        with self.connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p", [waiting.FINISHED_CHANNEL, payloads]
+            )
 
     def is_busy_error(self, exc: Exception) -> bool:
         return "deadlock detected" in str(exc) or "could not serialize" in str(exc)
