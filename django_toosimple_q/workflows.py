@@ -100,13 +100,7 @@ class Chain:
     def queue(self) -> TaskExec:
         """Queue every step (one transaction) and return the execution of the last one: its ``wait()``
         returns when the chain has ended."""
-        ends = _Builder().queue(self)
-        if len(ends) != 1:
-            raise InvalidWorkflow(
-                "This chain ends with a group: add the step that receives the group's results after it, or "
-                "queue it with group(...).queue() to get each member's execution"
-            )
-        return ends[0]
+        return _Builder().queue(self, single=True)[0]
 
     def __or__(self, other: Node) -> Chain:
         return Chain(*self.steps, other)
@@ -167,8 +161,15 @@ class _Builder:
         self.receives: list[bool] = []
         self.links: list[tuple[int, int, int, str, bool]] = []
 
-    def queue(self, node: Node) -> list[TaskExec]:
-        ends, _single = self.add(node, [], Passes.NONE)
+    def queue(self, node: Node, single: bool = False) -> list[TaskExec]:
+        """Insert the workflow; returns the executions of the steps it ends with (``single``: one step,
+        else ``InvalidWorkflow``)."""
+        ends, one = self.add(node, [], Passes.NONE)
+        if single and not one:
+            raise InvalidWorkflow(
+                "This chain ends with a group: add the step that receives the group's results after it, or "
+                "queue it with group(...).queue() to get each member's execution"
+            )
         now = timezone.now()
         upstream_count = [0] * len(self.signatures)
         for _up, down, _position, _passes, _after in self.links:
