@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 import signal
-from typing import TYPE_CHECKING, Any, Callable, cast
+from typing import TYPE_CHECKING, Any, Callable
 
 from django.db import models
 from django.db.models.base import ModelState
@@ -415,8 +415,7 @@ class TaskExec(models.Model):
         alias = self._state.db or queue_database()
         listen = listen_database() if connections[alias].vendor == "postgresql" else None
         params = connections[listen].get_connection_params() if listen is not None else None
-        found = waiting.wait_until(self._final, timeout, params, f"{self.task_name} #{self.pk}")
-        return cast("TaskExec", found)
+        return waiting.wait_until(self._final, timeout, params, f"{self.task_name} #{self.pk}")
 
     async def async_wait(self, timeout: float | None = None) -> TaskExec:
         """``wait()`` for async code (an async view): the wait runs in a thread of its own, so the event

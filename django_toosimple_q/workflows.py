@@ -139,7 +139,7 @@ def group(*members: Node | Iterable[Node]) -> Group:
 def _nodes(given: tuple[Node | Iterable[Node], ...], kind: str) -> list[Node]:
     """The steps given one by one, or as one iterable (a generator expression)."""
     if len(given) == 1 and not isinstance(given[0], (Signature, Chain, Group)):
-        given = tuple(given[0])  # type: ignore[arg-type]
+        given = tuple(given[0])
     nodes: list[Node] = []
     for index, node in enumerate(given):
         if not isinstance(node, (Signature, Chain, Group)):

@@ -311,3 +311,85 @@ def test_fan_in_of_1000_under_three_workers_one_killed(workers, vendor):
     assert max(ends.values_list("finished", flat=True)) <= final.started
     interrupted = members.filter(state=States.INTERRUPTED).count()
     print(f"\n{vendor}: {interrupted} member execution(s) interrupted by the kill and run again")
+
+
+# -- admin ------------------------------------------------------------------------------------------
+
+
+def test_admin_workflow_page_draws_the_steps_and_links_from_each_step(transactional_db, admin_client):
+    last = chain(step("wf_const").s(1), group(step("wf_double").s(), step("wf_fail").s()), step("wf_collect").s()).queue()
+    run_worker_here()
+    workflow = last.workflow_id
+    page = admin_client.get(f"/admin/toosimpleq/workflow/{workflow}/change/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "<svg" in html and html.count('class="toosimpleq-step') == 4
+    assert "toosimpleq-state-blocked" in html and "toosimpleq-state-failed" in html
+    assert f"/admin/toosimpleq/taskexec/{last.pk}/change/" in html
+    assert "Requeue failed steps" in html and "Cancel workflow" not in html  # nothing left to cancel
+    step_page = admin_client.get(f"/admin/toosimpleq/taskexec/{last.pk}/change/").content.decode()
+    assert f"/admin/toosimpleq/workflow/{workflow}/change/" in step_page
+    assert admin_client.get("/admin/toosimpleq/workflow/").status_code == 200
+    assert admin_client.get(f"/admin/toosimpleq/taskexec/?workflow={workflow}&state=BLOCKED").status_code == 200
+
+
+def test_admin_a_large_column_is_drawn_as_counts(transactional_db, admin_client):
+    last = chain(group(step("wf_double").s(i) for i in range(100)), step("wf_collect").s()).queue()
+    html = admin_client.get(f"/admin/toosimpleq/workflow/{last.workflow_id}/change/").content.decode()
+    assert html.count('class="toosimpleq-step') == 2 and "100 × wf_double" in html
+
+
+def test_admin_requeue_failed_steps_then_dependents_run(transactional_db, login, clean_registry):
+    from django_toosimple_q.decorators import register_task
+
+    @register_task(name="wf_fails_first")
+    def fails_first(value):
+        if not Record.objects.filter(key="admin-failed-once").exists():
+            Record.objects.create(key="admin-failed-once", pid=os.getpid())
+            raise RuntimeError("first time")
+        return value * 10
+
+    last = chain(step("wf_const").s(2), T["wf_fails_first"].s(), step("wf_double").s()).queue()
+    run_worker_here()
+    assert last.wait(timeout=5).state == States.BLOCKED
+    failed = TaskExec.objects.get(workflow_id=last.workflow_id, task_name="wf_fails_first")
+    client = login("view_workflow", "view_taskexec", "requeue_taskexec")
+    response = client.post(
+        "/admin/toosimpleq/taskexec/", {"action": "action_requeue", "_selected_action": [failed.pk], "index": 0}
+    )
+    assert response.status_code == 302
+    run_worker_here()
+    assert last.wait(timeout=5).result == 40
+
+
+def test_admin_cancel_workflow_needs_its_permission(transactional_db, login):
+    last = chain(step("wf_const").s(1), step("wf_double").s()).queue()
+    url = f"/admin/toosimpleq/workflow/{last.workflow_id}/change/"
+    viewer = login("view_workflow")
+    assert "Cancel workflow" not in viewer.get(url).content.decode()
+    viewer.post("/admin/toosimpleq/workflow/", {"action": "action_cancel_workflow", "_selected_action": [last.workflow_id], "index": 0})
+    assert not TaskExec.objects.filter(workflow_id=last.workflow_id, state=States.CANCELLED).exists()
+    canceller = login("view_workflow", "cancel_workflow")
+    assert "Cancel workflow" in canceller.get(url).content.decode()
+    response = canceller.post(
+        "/admin/toosimpleq/workflow/", {"action": "action_cancel_workflow", "_selected_action": [last.workflow_id], "index": 0}
+    )
+    assert response.status_code == 302
+    assert set(TaskExec.objects.filter(workflow_id=last.workflow_id).values_list("state", flat=True)) == {States.CANCELLED}
+
+
+def test_prune_keeps_a_step_whose_result_is_still_needed(transactional_db):
+    engine = get_engine()
+    last = chain(group(step("wf_const").s(1), step("wf_const").s(2).set(queue="later")), step("wf_collect").s()).queue()
+    run_worker_here("--until_done", "--queue", "default")
+    future = timezone.now() + timezone.timedelta(days=1)
+    engine.prune(future)
+    # The member that ran stays: the callback, not run yet, reads its result.
+    assert TaskExec.objects.filter(workflow_id=last.workflow_id).count() == 3
+    run_worker_here("--until_done", "--queue", "later")
+    run_worker_here()
+    assert last.wait(timeout=5).result == [1, 2]
+    while engine.prune(future):
+        pass
+    assert not TaskExec.objects.filter(workflow_id=last.workflow_id).exists()
+    assert not StepLink.objects.exists() and not Workflow.objects.exists()
