@@ -298,6 +298,8 @@ class TaskExec(models.Model):
     #: A WAITING step: how many of its upstream steps have not finished yet (decremented by the engine
     #: in the transaction that records each upstream outcome; 0 queues it).
     upstream_left = models.IntegerField(_("upstream steps left"), default=0)
+    #: A step whose first argument is what its upstream steps pass (read when it starts).
+    receives = models.BooleanField(_("receives upstream results"), default=False)
 
     class Meta:
         verbose_name = _("task execution")
@@ -355,6 +357,7 @@ class TaskExec(models.Model):
             unique_key=self.call_fingerprint() if self.is_unique else None,
             trace_context=self.trace_context,
             workflow_id=self.workflow_id,
+            receives=self.receives,
         )
 
     @classmethod

@@ -67,7 +67,7 @@ class Task:
     def arguments(self, execution: TaskExec) -> list[Any]:
         """The positional arguments ``execution`` runs with: those stored, preceded for a workflow step by
         what its upstream steps pass (read when it starts)."""
-        if execution.workflow_id is None:
+        if not execution.receives:
             return list(execution.args)
         return get_engine(execution._state.db).step_arguments(execution)
 

@@ -220,6 +220,7 @@ class _Builder:
         execution = task.new_exec(signature.args, signature.kwargs, signature.due, encoded=encoded, now=now, **options)
         # A step is its own call: never merged into an identical waiting one (its links lead to it).
         execution.is_unique, execution.unique_key = False, None
+        execution.receives = receives
         if upstream:
             execution.state, execution.upstream_left = States.WAITING, upstream
         return execution

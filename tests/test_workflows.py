@@ -393,3 +393,19 @@ def test_prune_keeps_a_step_whose_result_is_still_needed(transactional_db):
         pass
     assert not TaskExec.objects.filter(workflow_id=last.workflow_id).exists()
     assert not StepLink.objects.exists() and not Workflow.objects.exists()
+
+
+def test_waiting_steps_in_status_and_metrics(transactional_db):
+    from django_toosimple_q import monitoring
+
+    chain(step("wf_const").s(1), step("wf_double").s(), step("wf_double").s()).queue()
+    (stats,) = monitoring.queue_stats()
+    assert (stats.queued, stats.waiting, stats.ready) == (1, 2, 1)
+    assert monitoring.state_counts()[States.WAITING] == 2
+    pytest.importorskip("prometheus_client")
+    from django_toosimple_q.metrics.collector import QueueCollector
+
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value for metric in QueueCollector().collect() for s in metric.samples
+    }
+    assert samples[("toosimpleq_executions", (("queue", "default"), ("state", "waiting")))] == 2

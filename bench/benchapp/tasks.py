@@ -17,3 +17,15 @@ def append_line(path, number):
 def stamp():
     """Return when the task started, so the latency measurement can read it back."""
     return time.time()
+
+
+@register_task(name="bench.square")
+def square(number):
+    """A fan-in member (workflows section): no I/O, a result to collect."""
+    return number * number
+
+
+@register_task(name="bench.collect")
+def collect(results):
+    """The fan-in callback: when it starts is what the workflows section measures."""
+    return {"count": len(results), "started": time.time()}

@@ -45,7 +45,7 @@ def _run_execution(execution: TaskExec) -> Outcome:
     task = tasks_registry.get(execution.task_name)
     args: list[Any] | None = None
     problem = None
-    if task is not None and execution.workflow_id is not None:
+    if task is not None and execution.receives:
         try:
             args = task.arguments(execution)  # a workflow step: what its upstream steps pass, first
         except Exception as exc:  # noqa: BLE001 - a step that cannot get its arguments cannot run
