@@ -31,6 +31,7 @@ class WorkflowStatements:
 
     if TYPE_CHECKING:  # provided by Engine
         db: str
+        connection: Any
 
         def objects(self) -> Any: ...
         def retrying(self, operation: Callable[[], T], attempts: int = 50) -> T: ...
@@ -54,22 +55,23 @@ class WorkflowStatements:
                 for step in steps:
                     step.workflow_id = workflow.pk
                 saved = self.insert_many(steps)
-                self.links().bulk_create(
-                    [
-                        StepLink(
-                            upstream_id=saved[up].pk,
-                            downstream_id=saved[down].pk,
-                            position=position,
-                            passes=passes,
-                            after_failure=after_failure,
-                        )
-                        for up, down, position, passes, after_failure in links
-                    ],
-                    batch_size=CHUNK,
+                self._insert_links(
+                    [(saved[up].pk, saved[down].pk, position, passes, after) for up, down, position, passes, after in links]
                 )
                 return saved
 
         return self.retrying(transact)
+
+    def _insert_links(self, rows: list[tuple[int, int, int, str, bool]]) -> None:
+        """One multi-row INSERT per ``CHUNK`` links (no model instance per link: a fan-in has thousands)."""
+        qn = self.connection.ops.quote_name
+        table = qn(StepLink._meta.db_table)
+        names = ", ".join(qn(c) for c in ("upstream_id", "downstream_id", "position", "passes", "after_failure"))
+        with self.connection.cursor() as cursor:
+            for start in range(0, len(rows), CHUNK):
+                chunk = rows[start : start + CHUNK]
+                values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(chunk))
+                cursor.execute(f"INSERT INTO {table} ({names}) VALUES {values}", [v for row in chunk for v in row])
 
     # -- in the transaction recording outcomes -----------------------------------------------------
 
@@ -200,29 +202,23 @@ class WorkflowStatements:
     def step_arguments(self, execution: TaskExec) -> list[Any]:
         """The positional arguments a step runs with: what its upstream steps pass (their result, or the
         list of their results in order; an ``UpstreamFailed`` for one that did not succeed), then its own."""
-        links = list(
-            self.links()
-            .filter(downstream_id=execution.pk)
-            .exclude(passes=Passes.NONE)
-            .order_by("position", "pk")
-            .values_list("upstream_id", "passes")
+        links = self.links().filter(downstream_id=execution.pk).exclude(passes=Passes.NONE)
+        # One join, in order (a fan-in callback reads thousands of results).
+        rows = list(
+            links.order_by("position", "pk").values_list(
+                "passes", "upstream_id", "upstream__task_name", "upstream__state", "upstream__result", "upstream__error"
+            )
         )
-        if not links:
+        if not rows:
+            if links.exists():
+                raise LookupError("its upstream steps no longer exist (deleted or pruned)")
             return list(execution.args)
-        upstream = {
-            row.pk: row
-            for row in self.objects()
-            .filter(pk__in=[pk for pk, _passes in links])
-            .only("pk", "task_name", "state", "result", "error")
-        }
-        values = []
-        for pk, _passes in links:
-            row = upstream.get(pk)
-            if row is None:
-                raise LookupError(f"upstream step #{pk} no longer exists (deleted or pruned)")
-            if row.state == States.SUCCEEDED:
-                values.append(row.result)
-            else:
-                values.append(UpstreamFailed(row.pk, row.task_name, row.state, row.error))
-        passed = values[0] if links[0][1] == Passes.VALUE else values
+        expected = links.count() if len(rows) > 1 or rows[0][0] != Passes.VALUE else 1
+        if len(rows) != expected:
+            raise LookupError(f"{expected - len(rows)} of its upstream steps no longer exist (deleted or pruned)")
+        values = [
+            result if state == States.SUCCEEDED else UpstreamFailed(pk, task_name, state, error)
+            for _passes, pk, task_name, state, result, error in rows
+        ]
+        passed = values[0] if rows[0][0] == Passes.VALUE else values
         return [passed, *execution.args]
