@@ -409,3 +409,60 @@ def test_waiting_steps_in_status_and_metrics(transactional_db):
         (s.name, tuple(sorted(s.labels.items()))): s.value for metric in QueueCollector().collect() for s in metric.samples
     }
     assert samples[("toosimpleq_executions", (("queue", "default"), ("state", "waiting")))] == 2
+
+
+# -- any shape: what each step receives matches a reference evaluation --------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_tags = iter(range(10**9))
+
+
+def _shapes():
+    leaf = st.builds(lambda: ("step",))
+    return st.recursive(
+        leaf,
+        lambda inner: st.tuples(st.sampled_from(["chain", "group"]), st.lists(inner, min_size=1, max_size=3)),
+        max_leaves=8,
+    )
+
+
+def _build(shape):
+    """The workflow of ``shape``, and the same shape with each step's tag, for the reference."""
+    if shape[0] == "step":
+        tag = f"t{next(_tags)}"
+        return step("wf_tag").s(tag=tag), ("step", tag)
+    built = [_build(child) for child in shape[1]]
+    nodes, refs = [b[0] for b in built], [b[1] for b in built]
+    return (chain(*nodes) if shape[0] == "chain" else group(*nodes)), (shape[0], refs)
+
+
+def _expected(ref, received, has_input):
+    """(the values ``ref`` ends with, whether it passes one value rather than a list)."""
+    if ref[0] == "step":
+        return [[ref[1], received if has_input else None]], True
+    if ref[0] == "chain":
+        out, single = None, True
+        for index, child in enumerate(ref[1]):
+            out, single = _expected(child, received, has_input)
+            received, has_input = (out[0] if single else out), True
+        return out, single
+    outs = []
+    for child in ref[1]:
+        out, _single = _expected(child, received, has_input)
+        outs += out
+    return outs, False
+
+
+# The database fixture is shared by the examples: each one starts by emptying the tables it uses.
+@settings(max_examples=12, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(shape=_shapes())
+def test_any_shape_passes_what_a_reference_evaluation_says(transactional_db, shape):
+    StepLink.objects.all().delete()
+    TaskExec.objects.all().delete()
+    node, ref = _build(("group", [shape]))
+    ends = node.queue()
+    run_worker_here()
+    expected, _single = _expected(ref, None, False)
+    assert [end.wait(timeout=10).result for end in ends] == expected

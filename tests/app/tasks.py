@@ -217,3 +217,9 @@ def wf_flaky(value, key):
 @register_task(name="wf_const")
 def wf_const(value="constant"):
     return value
+
+
+@register_task(name="wf_tag")
+def wf_tag(received=None, tag=""):
+    """A step for the property test of workflow shapes: what it received, tagged."""
+    return [tag, received]
