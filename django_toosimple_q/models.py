@@ -417,15 +417,26 @@ class TaskExec(models.Model):
 
         alias = self._state.db or queue_database()
         listen = listen_database() if connections[alias].vendor == "postgresql" else None
-        params = connections[listen].get_connection_params() if listen is not None else None
-        return waiting.wait_until(self._final, timeout, params, f"{self.task_name} #{self.pk}")
+        connect = None
+        if listen is not None:
+            wrapper = connections[listen]
+            params = {**wrapper.get_connection_params(), "application_name": "toosimpleq-wait"}
+            connect = lambda: wrapper.Database.connect(**params)  # noqa: E731
+        return waiting.wait_until(self._final, timeout, connect, f"{self.task_name} #{self.pk}")
 
     async def async_wait(self, timeout: float | None = None) -> TaskExec:
         """``wait()`` for async code (an async view): the wait runs in a thread of its own, so the event
-        loop keeps serving other requests meanwhile."""
+        loop keeps serving other requests meanwhile; that thread's database connections are closed after."""
         from asgiref.sync import sync_to_async
+        from django.db import connections
 
-        return await sync_to_async(self.wait, thread_sensitive=False)(timeout)
+        def wait_then_close() -> TaskExec:
+            try:
+                return self.wait(timeout)
+            finally:
+                connections.close_all()  # this thread's own: it may never run Django code again
+
+        return await sync_to_async(wait_then_close, thread_sensitive=False)()
 
 
 class Workflow(models.Model):

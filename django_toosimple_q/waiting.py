@@ -26,14 +26,15 @@ SAFETY_CHECK = 5.0
 
 
 def wait_until(
-    check: Callable[[], tuple[T | None, int]], timeout: float | None, listen_params: dict[str, Any] | None, what: str
+    check: Callable[[], tuple[T | None, int]], timeout: float | None, connect: Callable[[], Any] | None, what: str
 ) -> T:
     """Return the first item of ``check()`` once it is not None; raise ``WaitTimeout`` after ``timeout``
     seconds (None: no limit). ``check()`` also returns the id of the row whose finish is awaited (the
-    latest replacement): only a notification naming it runs the check again."""
+    latest replacement): only a notification naming it runs the check again. ``connect``: opens a new
+    PostgreSQL connection to LISTEN on (None: poll)."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    if listen_params is not None:
-        listener = _connect(listen_params)
+    if connect is not None:
+        listener = _listen(connect)
         if listener is not None:
             try:
                 return _wait_notified(listener, check, deadline, what)
@@ -58,13 +59,13 @@ def _left(deadline: float | None, what: str, timeout: float | None) -> float:
     return left
 
 
-def _connect(params: dict[str, Any]) -> Any:
+def _listen(connect: Callable[[], Any]) -> Any:
     """A psycopg 3 connection LISTENing on the channel, or None (psycopg 2: poll instead)."""
-    try:
-        import psycopg
-    except ImportError:
+    conn = connect()
+    if not hasattr(conn, "pgconn"):
+        conn.close()
         return None
-    conn = psycopg.connect(**{**params, "application_name": "toosimpleq-wait"}, autocommit=True)
+    conn.autocommit = True
     conn.execute(f"LISTEN {FINISHED_CHANNEL}")
     return conn
 

@@ -242,8 +242,16 @@ def test_async_wait_lets_the_loop_run(transactional_db):
         for _ in range(5):
             await asyncio.sleep(0.05)
             ticks.append(1)
-        await asyncio.to_thread(run_worker_here)
+        await asyncio.to_thread(run_worker_then_close)
         return await waiter
+
+    def run_worker_then_close():
+        from django.db import connections
+
+        try:
+            run_worker_here()
+        finally:
+            connections.close_all()  # this thread's
 
     assert asyncio.run(main()).result == 2
     assert len(ticks) == 5
