@@ -474,3 +474,23 @@ def test_any_shape_passes_what_a_reference_evaluation_says(transactional_db, sha
     run_worker_here()
     expected, _single = _expected(ref, None, False)
     assert [end.wait(timeout=10).result for end in ends] == expected
+
+
+@pytest.mark.postgresql_only
+def test_recording_outcomes_notifies_their_ids(transactional_db):
+    """The worker's batch of outcomes announces its ids in its own statement (what wait() listens to)."""
+    from django.db import connection
+
+    from django_toosimple_q.waiting import FINISHED_CHANNEL
+
+    listener = connection.Database.connect(**connection.get_connection_params(), autocommit=True)
+    try:
+        listener.execute(f"LISTEN {FINISHED_CHANNEL}")
+        executions = step("wf_double").s(1).queue(), step("wf_fail").s().queue(), step("wf_flaky").s(1, "k").queue()
+        run_worker_here()
+        listener.execute("SELECT 1")  # reads the notifications that arrived meanwhile
+        named = {int(pk) for n in listener.notifies(timeout=0.5, stop_after=100) for pk in n.payload.split(",")}
+    finally:
+        listener.close()
+    flaky_retry = TaskExec.objects.get(pk=executions[2].pk).replaced_by_id
+    assert {e.pk for e in executions} | {flaky_retry} <= named

@@ -23,8 +23,7 @@ States = TaskExec.States
 #: Steps of one column drawn one by one; past this, a column is drawn as one box per task with counts.
 COLUMN_LIMIT = 24
 BOX_W, BOX_H, GAP_X, GAP_Y, MARGIN = 180, 44, 60, 14, 10
-#: States that a "requeue failed steps" reruns (the call's last execution, not replaced).
-FAILED = (States.FAILED, States.INVALID, States.INTERRUPTED, States.CANCELLED, States.BLOCKED)
+
 
 
 def graph(workflow_id: int) -> tuple[SafeString, Counter[str], list[int]]:
@@ -111,6 +110,8 @@ def graph(workflow_id: int) -> tuple[SafeString, Counter[str], list[int]]:
         width, height, width, height, format_html_join("", "{}", ((p,) for p in parts)),
     )
     counts = Counter(row["state"] for row in steps.values())
+    # What "requeue failed steps" reruns: steps that ran (or could not) and failed for good, not the
+    # cancelled or blocked ones (those run again when what blocked them is requeued).
     failed = [pk for pk, row in steps.items() if row["state"] in (States.FAILED, States.INVALID, States.INTERRUPTED)]
     return svg, counts, failed
 

@@ -310,7 +310,6 @@ class Engine(Inserts, ScheduleStatements, Totals, WorkflowStatements):
                         execution.pk in done if retry is None else self._record(worker, execution, outcome, retry)
                         for (execution, outcome), retry in zip(outcomes, retries)
                     ]
-                self.announce_finished(e.pk for (e, _o), done_ in zip(outcomes, recorded) if done_)
                 claimed = self.claim(worker, selection, limit, now) if limit > 0 else []
                 return recorded, claimed
 
@@ -369,7 +368,8 @@ class Engine(Inserts, ScheduleStatements, Totals, WorkflowStatements):
 
     def finish_many(self, worker: WorkerStatus, outcomes: list[tuple[TaskExec, Outcome]]) -> set[int]:
         """Record many outcomes in ONE statement (an UPDATE joined to the new values), only for
-        executions this worker still owns; returns the ids recorded."""
+        executions this worker still owns; returns the ids recorded. Announces them (see
+        ``announce_finished``) in the same transaction."""
         qn = self.connection.ops.quote_name
         table = qn(TaskExec._meta.db_table)
         fields = {name: TaskExec._meta.get_field(name) for name in self.OUTCOME_COLUMNS}
@@ -408,6 +408,7 @@ class Engine(Inserts, ScheduleStatements, Totals, WorkflowStatements):
     def _record(self, worker: WorkerStatus, execution: TaskExec, outcome: Outcome, retry: TaskExec | None) -> bool:
         if not self.finish(execution, worker, outcome):
             return False
+        self.announce_finished([execution.pk])
         if retry is not None:
             retry.pk = None  # a retried transaction inserts afresh
             saved = self.insert(retry)
