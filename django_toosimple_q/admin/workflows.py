@@ -25,7 +25,6 @@ COLUMN_LIMIT = 24
 BOX_W, BOX_H, GAP_X, GAP_Y, MARGIN = 180, 44, 60, 14, 10
 
 
-
 def graph(workflow_id: int) -> tuple[SafeString, Counter[str], list[int]]:
     """The SVG of a workflow's current steps (each call's latest execution), the count per state, and
     the ids of its steps that ended without succeeding (and were not replaced)."""
