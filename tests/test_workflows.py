@@ -494,3 +494,22 @@ def test_recording_outcomes_notifies_their_ids(transactional_db):
         listener.close()
     flaky_retry = TaskExec.objects.get(pk=executions[2].pk).replaced_by_id
     assert {e.pk for e in executions} | {flaky_retry} <= named
+
+
+@pytest.mark.postgresql_only
+def test_ready_table_holds_a_step_once_released_only(transactional_db):
+    """Migration 0027's triggers: a WAITING row has no ready row; the release (WAITING -> QUEUED)
+    adds one through the update trigger, which the claim then takes."""
+    from django.db import connection
+
+    def ready_ids():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT id FROM toosimpleq_ready")
+            return {row[0] for row in cursor.fetchall()}
+
+    last = chain(step("wf_const").s(1), step("wf_double").s()).queue()
+    first = TaskExec.objects.get(workflow_id=last.workflow_id, task_name="wf_const")
+    assert ready_ids() == {first.pk}
+    get_engine().steps_finished([(first.pk, States.SUCCEEDED)], timezone.now())
+    last.refresh_from_db()
+    assert last.state == States.QUEUED and ready_ids() == {first.pk, last.pk}
