@@ -18,7 +18,7 @@ from django.db import connection
 from django.utils import timezone
 
 from django_toosimple_q import serialization
-from django_toosimple_q.models import ScheduleExec, TaskExec, WorkerStatus
+from django_toosimple_q.models import ScheduleExec, StepLink, TaskExec, WorkerStatus, Workflow
 
 from .benchapp.tasks import append_line
 
@@ -36,7 +36,7 @@ def log(message: str) -> None:
 def reset() -> None:
     """Empty the queue's tables (fast: no ORM cascade over a million rows)."""
     qn = connection.ops.quote_name
-    tables = [m._meta.db_table for m in (ScheduleExec, TaskExec, WorkerStatus)]
+    tables = [m._meta.db_table for m in (ScheduleExec, TaskExec, WorkerStatus, StepLink, Workflow)]
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(f"TRUNCATE {', '.join(qn(t) for t in tables)} RESTART IDENTITY")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark of django-toosimple-q on SQLite, PostgreSQL and MariaDB: ``make bench`` (see bench/README.md).
 
-    python bench/run.py [--quick] [--only enqueue|drain|latency|idle|stop|history|backlog|flow]
+    python bench/run.py [--quick] [--only enqueue|drain|latency|idle|stop|history|backlog|flow|workflows]
                         [--db sqlite|postgresql|mysql]
 
 Each database is measured in its own child process (Django settings are per process); the parent
@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's django_toosimple_q, not an installed one
 
-SECTIONS = ["enqueue", "drain", "latency", "idle", "stop", "history", "backlog", "flow"]
+SECTIONS = ["enqueue", "drain", "latency", "idle", "stop", "history", "backlog", "flow", "workflows"]
 DATABASES = ["sqlite", "postgresql", "mysql"]
 #: The server databases' name (PostgreSQL and MariaDB) and the SQLite file: set them to run beside
 #: another bench on the same machine.
@@ -288,6 +288,22 @@ def table_rows(r: dict) -> list[tuple[str, str]]:
                 if not x.get("ok"):
                     cell += " NOT OK"
                 rows.append((f"backlog x{int(n):,}: {x['processes']} proc x 1 thr, steady (ratio to x{b['sizes'][0]:,})", cell))
+    if "workflows" in r:
+        w = r["workflows"]
+        if "error" in w:
+            rows.append(("workflows", "ERROR"))
+        elif "fan_in" in w:
+            f, i = w["fan_in"], w["independent"]
+            shape = f"{w['processes']} proc x {w['threads']} thr"
+            ok = "" if f.get("ok") and i.get("ok") else " NOT OK"
+            rows.append((f"fan-in x{w['count']:,} ({shape}): queue -> callback start", f"{f['queue_to_callback_seconds'] or 0:.2f} s{ok}"))
+            rows.append(("fan-in: last member finished -> callback start (ms)", fmt_ms(f.get("last_member_to_callback_ms"))))
+            for kind in ("queue", "run"):
+                if w.get(f"{kind}_us_per_member"):
+                    rows.append((
+                        f"fan-in: {kind} cost per member | per independent task (ratio)",
+                        f"{w[f'{kind}_us_per_member']:,.0f} us | {w[f'{kind}_us_per_task']:,.0f} us ({w[f'{kind}_cost_ratio']:.2f})",
+                    ))  # fmt: skip
     return rows
 
 

@@ -1,4 +1,4 @@
-"""The six measurements. Each returns a JSON-able dict; ``run.py`` turns them into the table.
+"""The measurements. Each returns a JSON-able dict; ``run.py`` turns them into the table.
 
 Imported only after ``django.setup()``.
 """
@@ -15,12 +15,13 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
+from django.db.models import Max, Min
 from django.utils import timezone
 
 from django_toosimple_q.models import TaskExec
 
 from . import harness
-from .benchapp.tasks import append_line, nap, stamp
+from .benchapp.tasks import append_line, collect, nap, square, stamp
 from .harness import Workers, log
 
 try:
@@ -51,13 +52,14 @@ class Sizes:
     backlog: tuple[int, ...] = (2_000, 50_000, 1_000_000)
     flow_concurrency: int = 5_000
     flow_rate: int = 10_000
+    fan_in: int = 10_000
 
     @classmethod
     def quick(cls) -> Sizes:
         return cls(
             enqueue=500, bulk=5_000, drain=2_000, latency_samples=5, latency_warmup=1,
             idle_seconds=25.0, history=100_000, drain_timeout=300.0, stop_samples=3,
-            backlog=(2_000, 20_000, 100_000), flow_concurrency=1_000, flow_rate=3_000,
+            backlog=(2_000, 20_000, 100_000), flow_concurrency=1_000, flow_rate=3_000, fan_in=1_000,
         )  # fmt: skip
 
 
@@ -486,6 +488,81 @@ class Bench:
         return result
 
 
+    # -- 8. workflows -------------------------------------------------------------------------------
+
+    def workflows(self) -> dict:
+        """A fan-in of ``sizes.fan_in`` members against as many independent tasks, in the same run, with
+        the same workers (WORKFLOW_SHAPE) already running and idle: the time from queuing the workflow
+        to the start of its callback, and the cost per member (queue time; run time from the first start
+        to the last finish) against the cost per independent task."""
+        from django_toosimple_q.workflows import chain, group
+
+        n = self.sizes.fan_in
+        processes, threads = WORKFLOW_SHAPE
+        results: dict = {"count": n, "processes": processes, "threads": threads}
+        harness.reset()
+        for index in range(processes):
+            self.workers.start("--threads", str(threads), "--label", f"wf-{index}-{{pid}}")
+        try:
+            harness.wait_registered(processes)
+            time.sleep(2)  # their listeners are proven (PostgreSQL), they idle
+
+            start = time.perf_counter()
+            independent = square.queue_many([(i,) for i in range(n)])
+            queue_seconds = time.perf_counter() - start
+            ids = [e.pk for e in independent]
+            results["independent"] = {"queue_seconds": queue_seconds, **self._await_squares(ids)}
+
+            queued_at = time.time()
+            start = time.perf_counter()
+            callback = chain(group(square.s(i) for i in range(n)), collect.s()).queue()
+            queue_seconds = time.perf_counter() - start
+            final = callback.wait(timeout=self.sizes.drain_timeout)
+            members = list(TaskExec.objects.filter(workflow_id=callback.workflow_id, task_name=square.name).values_list("pk", flat=True))
+            drained = self._await_squares(members)
+        finally:
+            self.workers.stop_all()
+        ok = final.state == States.SUCCEEDED and final.result["count"] == n
+        callback_start = final.result["started"] if ok else None
+        last_member = drained.pop("last_finished")
+        results["independent"].pop("last_finished")
+        results["fan_in"] = {
+            "queue_seconds": queue_seconds,
+            **drained,
+            "ok": ok and drained["ok"],
+            "queue_to_callback_seconds": (callback_start - queued_at) if callback_start else None,
+            "last_member_to_callback_ms": (callback_start - last_member) * 1000 if callback_start and last_member else None,
+        }
+        independent, fan_in = results["independent"], results["fan_in"]
+        for kind in ("queue", "run"):
+            if independent.get(f"{kind}_seconds") and fan_in.get(f"{kind}_seconds"):
+                results[f"{kind}_cost_ratio"] = fan_in[f"{kind}_seconds"] / independent[f"{kind}_seconds"]
+                results[f"{kind}_us_per_member"] = fan_in[f"{kind}_seconds"] / n * 1e6
+                results[f"{kind}_us_per_task"] = independent[f"{kind}_seconds"] / n * 1e6
+        log(
+            f"workflows: {n:,} members, queue {fan_in['queue_seconds']:.2f}s (independent {independent['queue_seconds']:.2f}s), "
+            f"run {fan_in.get('run_seconds') or 0:.2f}s (independent {independent.get('run_seconds') or 0:.2f}s), "
+            f"queue->callback {fan_in['queue_to_callback_seconds'] or 0:.2f}s, ok={fan_in['ok']}"
+        )
+        harness.reset()
+        return results
+
+    def _await_squares(self, ids: list[int]) -> dict:
+        """Wait until the executions ``ids`` (and their replacements) have finished; their run window."""
+        deadline = time.monotonic() + self.sizes.drain_timeout
+        rows = TaskExec.objects.filter(pk__in=ids)
+        while rows.filter(state__in=[*States.not_started(), States.PROCESSING]).exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        agg = rows.aggregate(first=Min("started"), last=Max("finished"))
+        states = dict(Counter(rows.values_list("state", flat=True)))
+        run = (agg["last"] - agg["first"]).total_seconds() if agg["first"] and agg["last"] else None
+        return {
+            "run_seconds": run, "states": states, "timed_out": time.monotonic() >= deadline,
+            "ok": states.get(States.SUCCEEDED, 0) == len(ids),
+            "last_finished": agg["last"].timestamp() if agg["last"] else None,
+        }  # fmt: skip
+
+
 #: The limits of bench/settings.py under BENCH_FLOW.
 FLOW_ENV = {"BENCH_FLOW": "1"}
 FLOW_CONCURRENCY = 50
@@ -510,6 +587,10 @@ def most_in_window(times: list[float], period: float) -> int:
             first += 1
         most = max(most, last - first + 1)
     return most
+
+
+#: (worker processes, threads per process) for the workflows section.
+WORKFLOW_SHAPE = (2, 4)
 
 
 def xact_rate(readings: list[tuple[float, int]]) -> dict:

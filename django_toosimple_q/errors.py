@@ -87,3 +87,35 @@ class TaskFailed(ToosimpleQError):
 
 class LegacyValueError(ToosimpleQError, ValueError):
     """A 1.x value that cannot become typed JSON; the message says what it holds."""
+
+
+# -- workflows -------------------------------------------------------------------------------------
+
+
+class WaitTimeout(ToosimpleQError, TimeoutError):
+    """``TaskExec.wait()`` gave up: the call had not finished within its ``timeout``."""
+
+
+class InvalidWorkflow(ToosimpleQError, TypeError):
+    """A chain or group that cannot be queued (empty, or holding something that is not a step)."""
+
+
+class UpstreamFailed(ToosimpleQError):
+    """What a step that runs after failures (``run_on_failure=True``) receives in place of the result of
+    an upstream step that ended without succeeding: its id, task, final state and error."""
+
+    def __init__(self, step_id: int, task_name: str, state: str, error: str | None):
+        super().__init__(f"upstream step {task_name} #{step_id} ended {state}")
+        self.step_id = step_id
+        self.task_name = task_name
+        self.state = state
+        self.error = error
+
+    def __reduce__(self) -> tuple[type, tuple[int, str, str, str | None]]:
+        return (type(self), (self.step_id, self.task_name, self.state, self.error))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, UpstreamFailed) and (self.step_id, self.state) == (other.step_id, other.state)
+
+    def __hash__(self) -> int:
+        return hash((self.step_id, self.state))

@@ -16,8 +16,8 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from . import serialization
-from .conf import queue_database
+from . import serialization, waiting
+from .conf import listen_database, queue_database
 
 
 class TypedJSONField(models.TextField):
@@ -192,6 +192,8 @@ class TaskExec(models.Model):
             INTERRUPTED: _Member
             INVALID: _Member
             CANCELLED: _Member
+            WAITING: _Member
+            BLOCKED: _Member
         else:
             SLEEPING = "SLEEPING", _("Sleeping")
             QUEUED = "QUEUED", _("Queued")
@@ -201,14 +203,24 @@ class TaskExec(models.Model):
             INTERRUPTED = "INTERRUPTED", _("Interrupted")
             INVALID = "INVALID", _("Invalid")
             CANCELLED = "CANCELLED", _("Cancelled")
+            #: A workflow step whose upstream steps have not all finished: never claimed.
+            WAITING = "WAITING", _("Waiting for upstream steps")
+            #: A workflow step that will not run: an upstream step failed for good (``error`` says which).
+            BLOCKED = "BLOCKED", _("Blocked by an upstream step")
 
         @classmethod
         def waiting(cls) -> list[str]:
+            """Waiting to be claimed (not due yet, or due)."""
             return [cls.SLEEPING, cls.QUEUED]
 
         @classmethod
+        def not_started(cls) -> list[str]:
+            """Not started and still able to run: waiting, or a workflow step waiting for its upstream."""
+            return [cls.SLEEPING, cls.QUEUED, cls.WAITING]
+
+        @classmethod
         def finished(cls) -> list[str]:
-            return [cls.SUCCEEDED, cls.FAILED, cls.INTERRUPTED, cls.INVALID, cls.CANCELLED]
+            return [cls.SUCCEEDED, cls.FAILED, cls.INTERRUPTED, cls.INVALID, cls.CANCELLED, cls.BLOCKED]
 
     objects = QueueManager()
 
@@ -274,6 +286,23 @@ class TaskExec(models.Model):
     #: For a task with a per-key limit (``@register_task(concurrency_key=...)``): the key of this call,
     #: computed from its arguments when it is queued; None otherwise. Replacements keep it.
     concurrency_key = models.CharField(_("concurrency key"), max_length=255, null=True, blank=True, editable=False)
+    #: The workflow this execution is a step of (see docs/workflows.md); None for a plain task, which
+    #: then never takes the workflow path of the engine.
+    workflow = models.ForeignKey(
+        "Workflow",
+        verbose_name=_("workflow"),
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="steps",
+        db_index=False,  # toosimpleq_workflow_idx: only the rows that are steps
+    )
+    #: A WAITING step: how many of its upstream steps have not finished yet (decremented by the engine
+    #: in the transaction that records each upstream outcome; 0 queues it).
+    upstream_left = models.IntegerField(_("upstream steps left"), default=0)
+    #: A step whose first argument is what its upstream steps pass (read when it starts).
+    receives = models.BooleanField(_("receives upstream results"), default=False)
 
     class Meta:
         verbose_name = _("task execution")
@@ -289,6 +318,7 @@ class TaskExec(models.Model):
             models.Index(fields=["created"], name="toosimpleq_created_idx"),
             # Deleting an execution (retention) sets its replacements' link to NULL: found here.
             SetIndex(field="replaced_by", name="toosimpleq_replaced_by_idx"),
+            SetIndex(field="workflow", name="toosimpleq_workflow_idx"),
         ]
         # Partial where the database has them: an execution's row versions add no entry here (see
         # docs/architecture.md, "Storage and the claim").
@@ -330,6 +360,8 @@ class TaskExec(models.Model):
             unique_key=self.call_fingerprint() if self.is_unique else None,
             trace_context=self.trace_context,
             concurrency_key=self.concurrency_key,
+            workflow_id=self.workflow_id,
+            receives=self.receives,
         )
 
     @classmethod
@@ -359,6 +391,112 @@ class TaskExec(models.Model):
     def call_fingerprint(self) -> str:
         """What identifies this call among waiting executions of a ``unique`` task."""
         return serialization.call_fingerprint(self.task_name, self.args, self.kwargs)
+
+    # -- waiting for the outcome -----------------------------------------------------------------
+
+    def final(self) -> TaskExec | None:
+        """The execution that ends this call, read afresh (following ``replaced_by`` through retries and
+        rescues), if it has finished; None while it has not."""
+        return self._final()[0]
+
+    def _final(self) -> tuple[TaskExec | None, int]:
+        """``final()``, and the id of the latest execution of the call (the one to wait for)."""
+        objects = TaskExec.objects.using(self._state.db or queue_database())
+        current = objects.get(pk=self.pk)
+        for _hop in range(10_000):  # guards against a replaced_by loop edited by hand
+            if current.replaced_by_id is None:
+                return (current if current.state in self.States.finished() else None), current.pk
+            current = objects.get(pk=current.replaced_by_id)
+        return None, current.pk
+
+    def wait(self, timeout: float | None = None) -> TaskExec:
+        """Block until this call has finished and return its final execution (following retries and
+        rescues: an execution that is replaced is followed to its replacement). For the last step of a
+        chain, that is the end of the chain. Raises ``errors.WaitTimeout`` after ``timeout`` seconds.
+
+        On PostgreSQL it sleeps until the engine notifies that an execution finished (within milliseconds
+        of the commit); elsewhere (or with ``TOOSIMPLEQ_LISTEN_DATABASE = None``) it polls, every 10 ms at
+        first, then less and less often (up to every 0.5 s)."""
+        from django.db import connections
+
+        alias = self._state.db or queue_database()
+        listen = listen_database() if connections[alias].vendor == "postgresql" else None
+        connect = None
+        if listen is not None:
+            wrapper = connections[listen]
+            params = {**wrapper.get_connection_params(), "application_name": "toosimpleq-wait"}
+            connect = lambda: wrapper.Database.connect(**params)  # noqa: E731
+        return waiting.wait_until(self._final, timeout, connect, f"{self.task_name} #{self.pk}")
+
+    async def async_wait(self, timeout: float | None = None) -> TaskExec:
+        """``wait()`` for async code (an async view): the wait runs in a thread of its own, so the event
+        loop keeps serving other requests meanwhile; that thread's database connections are closed after."""
+        from asgiref.sync import sync_to_async
+        from django.db import connections
+
+        def wait_then_close() -> TaskExec:
+            try:
+                return self.wait(timeout)
+            finally:
+                connections.close_all()  # this thread's own: it may never run Django code again
+
+        return await sync_to_async(wait_then_close, thread_sensitive=False)()
+
+
+class Workflow(models.Model):
+    """Steps queued together by ``chain()``/``group()`` (see docs/workflows.md): their executions point
+    here, and ``StepLink`` rows say which step waits for which."""
+
+    objects = QueueManager()
+
+    id = models.BigAutoField(primary_key=True)
+    name = models.CharField(_("name"), max_length=255, blank=True, default="")
+    created = models.DateTimeField(_("created"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("workflow")
+        verbose_name_plural = _("workflows")
+        permissions = [("cancel_workflow", _("Can cancel workflows"))]
+
+    def __str__(self) -> str:
+        return f"{self.name or 'workflow'} #{self.pk}"
+
+
+class StepLink(models.Model):
+    """``downstream`` runs after ``upstream`` has finished. ``passes`` says what it receives: ``value``
+    (the upstream's result as its first argument), ``list`` (the results of all its ``list`` upstreams,
+    in ``position`` order, as one list), ``none``. ``after_failure``: it runs even if the upstream
+    failed for good (and then receives an ``UpstreamFailed`` in its place). When a step is replaced (a
+    retry, a rescue, a requeue), the engine moves its links to the replacement."""
+
+    class Passes(models.TextChoices):
+        if TYPE_CHECKING:
+            VALUE: _Member
+            LIST: _Member
+            NONE: _Member
+        else:
+            VALUE = "value", _("its result")
+            LIST = "list", _("a list of results")
+            NONE = "none", _("nothing")
+
+    objects = QueueManager()
+
+    id = models.BigAutoField(primary_key=True)
+    # No database constraint and DO_NOTHING: deleting executions (retention) stays one fast DELETE; the
+    # engine deletes the links of the steps it prunes.
+    upstream = models.ForeignKey(
+        TaskExec, on_delete=models.DO_NOTHING, db_constraint=False, related_name="downstream_links"
+    )
+    downstream = models.ForeignKey(
+        TaskExec, on_delete=models.DO_NOTHING, db_constraint=False, related_name="upstream_links"
+    )
+    position = models.IntegerField(default=0)
+    passes = models.CharField(max_length=8, choices=Passes.choices, default=Passes.VALUE)
+    after_failure = models.BooleanField(default=False)
+
+    class Meta:
+        verbose_name = _("step link")
+        verbose_name_plural = _("step links")
 
 
 class ScheduleExec(models.Model):

@@ -63,6 +63,8 @@ class QueueStats:
     queued: int = 0
     sleeping: int = 0
     processing: int = 0
+    #: Workflow steps waiting for their upstream steps (never claimed until released).
+    waiting: int = 0
     #: Executions whose due time has passed and that no worker took yet (QUEUED, or SLEEPING not yet woken).
     ready: int = 0
     #: Seconds the oldest ready execution has been waiting past its due time (0 when none waits).
@@ -120,7 +122,7 @@ def queue_stats(now: datetime.datetime | None = None, using: str | None = None) 
     """Depth of each queue that has waiting or running executions, and how long the oldest waits."""
     now = now or timezone.now()
     by_queue: dict[str, QueueStats] = {}
-    active = [States.QUEUED, States.SLEEPING, States.PROCESSING]
+    active = [States.QUEUED, States.SLEEPING, States.PROCESSING, States.WAITING]
     rows = objects(using).filter(state__in=active).order_by().values_list("queue", "state").annotate(n=Count("*"))
     for queue, state, n in rows:
         stats = by_queue.setdefault(queue, QueueStats(queue))

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from . import limits, serialization, validation
 from .engine import get_engine
+from .workflows import Signature
 from .errors import ConfigurationError, InvalidCall  # noqa: F401 - ConfigurationError also importable from here, as before
 
 if TYPE_CHECKING:
@@ -127,10 +128,21 @@ class Task:
 
     # -- running (on the worker) ---------------------------------------------------------------------
 
-    def run(self, execution: TaskExec) -> Any:
-        """Call the function with the stored arguments of ``execution`` (on the worker, which records the
-        outcome); an ``async def`` function runs on an event loop of its own."""
-        return call_function(self.func, execution.args, execution.kwargs)
+    def run(self, execution: TaskExec, args: list[Any] | None = None) -> Any:
+        """Call the function with the arguments of ``execution`` (``args``: as ``arguments()`` gave them)
+        on the worker, which records the outcome; an ``async def`` function runs on an event loop of its own."""
+        return call_function(self.func, self.arguments(execution) if args is None else args, execution.kwargs)
+
+    def arguments(self, execution: TaskExec) -> list[Any]:
+        """The positional arguments ``execution`` runs with: those stored, preceded for a workflow step by
+        what its upstream steps pass (read when it starts)."""
+        if not execution.receives:
+            return list(execution.args)
+        return get_engine(execution._state.db).step_arguments(execution)
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A step of a workflow: this call, not queued yet (see ``workflows.chain`` and ``workflows.group``)."""
+        return Signature(self, args, kwargs)
 
     def storable_result(self, value: Any) -> Any:
         """What of the task's return value is stored (the value itself); raises ``UnstorableValue``
@@ -139,12 +151,14 @@ class Task:
 
     # -- queuing -------------------------------------------------------------------------------------
 
-    def check_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, str]:
+    def check_call(self, args: tuple[Any, ...], kwargs: dict[str, Any], *, received: int = 0) -> dict[str, str]:
         """Refuse, before anything is written, a call the function could not accept or we could not
-        store; returns the stored text of the arguments (encoded once, here)."""
-        if not self._binds(args, kwargs):
+        store; returns the stored text of the arguments (encoded once, here). ``received``: how many
+        positional arguments come first at run time (a workflow step receiving a result)."""
+        bound = (None,) * received + tuple(args)
+        if not self._binds(bound, kwargs):
             try:
-                self.signature.bind(*args, **kwargs)
+                self.signature.bind(*bound, **kwargs)
             except TypeError as exc:
                 raise InvalidCall(f"Task {self.name!r} cannot be queued with these arguments: {exc}") from None
         try:

@@ -26,3 +26,15 @@ def nap(path, number, seconds):
     time.sleep(seconds)
     with open(path, "a") as file:
         file.write(f"{number}\n")
+
+
+@register_task(name="bench.square")
+def square(number):
+    """A fan-in member (workflows section): no I/O, a result to collect."""
+    return number * number
+
+
+@register_task(name="bench.collect")
+def collect(results):
+    """The fan-in callback: when it starts is what the workflows section measures."""
+    return {"count": len(results), "started": time.time()}

@@ -27,6 +27,8 @@ STATE_STYLES: dict[str, tuple[str, str]] = {
     States.INTERRUPTED: ("#b35c00", "⚠"),
     States.INVALID: ("#7b3fb5", "⊘"),
     States.CANCELLED: ("#6c757d", "■"),
+    States.WAITING: ("#5a6b7d", "⧖"),
+    States.BLOCKED: ("#8d4a4a", "⊟"),
     WorkerStatus.States.ONLINE: ("#1a7f37", "●"),
     WorkerStatus.States.TIMEDOUT: ("#c25e00", "◐"),
     WorkerStatus.States.STOPPED: ("#6c757d", "■"),

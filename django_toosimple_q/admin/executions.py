@@ -11,12 +11,12 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from ..engine import get_engine
-from ..models import TaskExec, WorkerStatus
+from ..models import StepLink, TaskExec, WorkerStatus, Workflow
 from ..registry import tasks_registry
 from ..serialization import Undecodable
 from . import display
 from .dashboard import dashboard_view, pause_view
-from .listing import PREVIEW, CappedPaginator, ExecutionChangeList, QueueFilter, TaskNameFilter, WorkerFilter
+from .listing import PREVIEW, CappedPaginator, ExecutionChangeList, QueueFilter, TaskNameFilter, WorkerFilter, WorkflowFilter
 
 States = TaskExec.States
 
@@ -39,7 +39,7 @@ class TaskExecAdmin(admin.ModelAdmin):
         "chain_display",
     )
     list_display_links = ("id", "task_display")
-    list_filter = ("state", TaskNameFilter, QueueFilter, WorkerFilter)
+    list_filter = ("state", TaskNameFilter, QueueFilter, WorkerFilter, WorkflowFilter)
     search_fields = ("task_name",)
     search_help_text = _("A task name (or part of it), or an execution id such as 42 or #42.")
     date_hierarchy = "created"
@@ -60,6 +60,7 @@ class TaskExecAdmin(admin.ModelAdmin):
         (_("Call"), {"fields": ("args_display", "kwargs_display")}),
         (_("Outcome"), {"fields": ("result_display", "error_display", "output_display")}),
         (_("Retries"), {"fields": ("attempt", "retries", "retry_delay_display", "replaces_links", "replaced_by_link")}),
+        (_("Workflow"), {"fields": ("workflow_link", "upstream_links", "downstream_links")}),
     )
     readonly_fields = (
         "id",
@@ -83,6 +84,9 @@ class TaskExecAdmin(admin.ModelAdmin):
         "retry_delay_display",
         "replaces_links",
         "replaced_by_link",
+        "workflow_link",
+        "upstream_links",
+        "downstream_links",
     )
     if hasattr(admin, "ShowFacets"):  # Django >= 5.0: facet counts would scan the table per filter.
         show_facets = admin.ShowFacets.NEVER
@@ -252,6 +256,27 @@ class TaskExecAdmin(admin.ModelAdmin):
             return display.EMPTY
         return format_html_join(", ", "{}", ((display.change_link(TaskExec, i, f"#{i}"),) for i in ids))
 
+    @admin.display(description=_("workflow"))
+    def workflow_link(self, obj):
+        if obj.workflow_id is None:
+            return display.EMPTY
+        return display.change_link(Workflow, obj.workflow_id, _("workflow #%(id)s (graph of its steps)") % {"id": obj.workflow_id})
+
+    @admin.display(description=_("runs after"))
+    def upstream_links(self, obj):
+        return self._step_links(StepLink.objects.filter(downstream_id=obj.pk).values_list("upstream_id", flat=True))
+
+    @admin.display(description=_("runs before"))
+    def downstream_links(self, obj):
+        return self._step_links(StepLink.objects.filter(upstream_id=obj.pk).values_list("downstream_id", flat=True))
+
+    def _step_links(self, ids):
+        ids = list(ids.order_by("pk")[:51])
+        if not ids:
+            return display.EMPTY
+        shown = format_html_join(", ", "{}", ((display.change_link(TaskExec, i, f"#{i}"),) for i in ids[:50]))
+        return format_html("{}{}", shown, "…" if len(ids) > 50 else "")
+
     # -- actions ---------------------------------------------------------------------------------
 
     @admin.action(description=_("Requeue: run the same call again"), permissions=["requeue"])
@@ -328,7 +353,7 @@ class TaskExecAdmin(admin.ModelAdmin):
             "requeue": self.has_requeue_permission(request),
             "cancel": self.has_cancel_permission(request)
             and execution is not None
-            and execution.state in States.waiting(),
+            and execution.state in States.not_started(),
         }
         return super().change_view(request, object_id, form_url, extra_context)
 

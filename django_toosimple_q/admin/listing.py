@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.translation import gettext_lazy as _
 
-from ..models import TaskExec, WorkerStatus
+from ..models import TaskExec, WorkerStatus, Workflow
 from ..registry import tasks_registry
 
 #: Characters of the stored arguments shown in the list.
@@ -232,6 +232,29 @@ class WorkerFilter(admin.SimpleListFilter):
         if self.value():
             try:
                 return queryset.filter(worker_id=int(self.value()))
+            except ValueError:
+                return queryset.none()
+        return queryset
+
+
+class WorkflowFilter(admin.SimpleListFilter):
+    """The steps of one workflow (the most recent workflows are offered; the workflow page links here)."""
+
+    title = _("workflow")
+    parameter_name = "workflow"
+    limit = 20
+
+    def lookups(self, request, model_admin):
+        workflows = list(Workflow.objects.order_by("-id").only("id", "name")[: self.limit])
+        choices = [(str(w.pk), str(w)[:60]) for w in workflows]
+        if self.value() and self.value() not in {c[0] for c in choices}:
+            choices.append((self.value(), _("workflow #%(id)s") % {"id": self.value()}))
+        return choices
+
+    def queryset(self, request, queryset):
+        if self.value():
+            try:
+                return queryset.filter(workflow_id=int(self.value()))
             except ValueError:
                 return queryset.none()
         return queryset

@@ -35,9 +35,9 @@ class DjangoTaskAdapter(Task):
             parameters = list(self.signature.parameters.values())[1:]
             self.signature = self.signature.replace(parameters=parameters)
 
-    def run(self, execution: TaskExec) -> Any:
+    def run(self, execution: TaskExec, args: list[Any] | None = None) -> Any:
         django_task = self.django_task
-        args = list(execution.args)
+        args = list(self.arguments(execution) if args is None else args)
         if django_task.takes_context:
             result = result_of_chain(chain_to(execution), django_task.backend)
             args.insert(0, TaskContext(task_result=result))

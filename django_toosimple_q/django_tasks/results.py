@@ -29,6 +29,8 @@ STATUS = {
     States.INTERRUPTED: TaskResultStatus.FAILED,
     States.INVALID: TaskResultStatus.FAILED,
     States.CANCELLED: TaskResultStatus.FAILED,
+    States.WAITING: TaskResultStatus.READY,
+    States.BLOCKED: TaskResultStatus.FAILED,
 }
 
 _CHAIN_LIMIT = 10_000  # guards against a replaced_by loop edited by hand
@@ -120,6 +122,7 @@ _ERROR_CLASSES = {
     States.INTERRUPTED: ExecutionInterrupted,
     States.INVALID: ExecutionInvalid,
     States.CANCELLED: ExecutionCancelled,
+    States.BLOCKED: ExecutionCancelled,
 }
 
 

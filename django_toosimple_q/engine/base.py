@@ -14,18 +14,19 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, TypeVar
 
 from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connections, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 
 from django.utils import timezone
 
 from .. import conf
 from ..limits import FlowLimits
-from ..models import EncodedJSON, TaskExec, WorkerStatus
+from ..models import EncodedJSON, StepLink, TaskExec, Workflow, WorkerStatus
 from .flow import FlowStatements
 from .outcome import Outcome
 from .inserts import Inserts
 from .schedules import ScheduleStatements
 from .totals import Totals
+from .workflows import WorkflowStatements
 
 logger = logging.getLogger("django_toosimple_q.engine")
 T = TypeVar("T")
@@ -81,7 +82,7 @@ class Selection:
 CLAIM_INDEX = "toosimpleq_claim_idx"
 
 
-class Engine(Inserts, ScheduleStatements, Totals, FlowStatements):
+class Engine(Inserts, ScheduleStatements, Totals, FlowStatements, WorkflowStatements):
     """Every statement, in the form SQLite runs; PostgreSQL and MariaDB override what differs."""
 
     #: True when ``claim()`` is a single statement (atomic without a transaction around it).
@@ -374,6 +375,9 @@ class Engine(Inserts, ScheduleStatements, Totals, FlowStatements):
                     retries = [outcome.retry_of(execution) for execution, outcome in outcomes]
                     plain = [pair for pair, retry in zip(outcomes, retries) if retry is None]
                     done = self.finish_many(worker, plain) if plain else set()
+                    steps = [(e.pk, e.state) for e, _o in plain if e.workflow_id is not None and e.pk in done]
+                    if steps:
+                        self.steps_finished(steps, now)
                     recorded = [
                         execution.pk in done if retry is None else self._record(worker, execution, outcome, retry)
                         for (execution, outcome), retry in zip(outcomes, retries)
@@ -441,7 +445,8 @@ class Engine(Inserts, ScheduleStatements, Totals, FlowStatements):
 
     def finish_many(self, worker: WorkerStatus, outcomes: list[tuple[TaskExec, Outcome]]) -> set[int]:
         """Record many outcomes in ONE statement (an UPDATE joined to the new values), only for
-        executions this worker still owns; returns the ids recorded."""
+        executions this worker still owns; returns the ids recorded. Announces them (see
+        ``announce_finished``) in the same transaction."""
         qn = self.connection.ops.quote_name
         table = qn(TaskExec._meta.db_table)
         fields = {name: TaskExec._meta.get_field(name) for name in self.OUTCOME_COLUMNS}
@@ -480,12 +485,21 @@ class Engine(Inserts, ScheduleStatements, Totals, FlowStatements):
     def _record(self, worker: WorkerStatus, execution: TaskExec, outcome: Outcome, retry: TaskExec | None) -> bool:
         if not self.finish(execution, worker, outcome):
             return False
+        self.announce_finished([execution.pk])
         if retry is not None:
             retry.pk = None  # a retried transaction inserts afresh
             saved = self.insert(retry)
             self.objects().filter(pk=execution.pk).update(replaced_by=saved)
             execution.replaced_by = saved
+            if execution.workflow_id is not None:
+                self.follow_replacement(execution.pk, saved.pk)
+        elif execution.workflow_id is not None:
+            self.steps_finished([(execution.pk, execution.state)], outcome.finished)
         return True
+
+    def announce_finished(self, ids: Iterable[int]) -> None:
+        """Within the transaction that finished executions ``ids``: tell whoever waits for them
+        (``TaskExec.wait()``). PostgreSQL notifies; elsewhere waiters poll."""
 
     def release(self, executions: list[TaskExec], worker: WorkerStatus) -> int:
         """Give claimed executions that never started back to the queue (QUEUED, no worker)."""
@@ -522,11 +536,16 @@ class Engine(Inserts, ScheduleStatements, Totals, FlowStatements):
                 rerun = execution.make_replacement(now, retries, retry_delay)
                 rerun.is_unique = unique
                 rerun.unique_key = rerun.call_fingerprint() if unique else None
+                if execution.workflow_id is not None:
+                    rerun.is_unique, rerun.unique_key = False, None  # a step is its own call (links)
                 saved = self.insert(rerun)
                 if saved.pk != execution.pk:
-                    self.objects().filter(
+                    replaced = self.objects().filter(
                         pk=execution.pk, state__in=States.finished(), replaced_by__isnull=True
                     ).update(replaced_by=saved)
+                    if replaced and execution.workflow_id is not None:
+                        self.follow_replacement(execution.pk, saved.pk)
+                        self.revive_downstream(saved.pk)
                 return saved
 
         return self.retrying(transact)
@@ -537,9 +556,15 @@ class Engine(Inserts, ScheduleStatements, Totals, FlowStatements):
         cancelled = []
 
         def cancel_one(pk: int) -> int:
-            return self.objects().filter(pk=pk, state__in=States.waiting()).update(
-                state=States.CANCELLED, finished=now, unique_key=None
-            )
+            with transaction.atomic(using=self.db):
+                done = self.objects().filter(pk=pk, state__in=States.not_started()).update(
+                    state=States.CANCELLED, finished=now, unique_key=None
+                )
+                if done:
+                    self.announce_finished([pk])
+                    if self.objects().filter(pk=pk, workflow__isnull=False).exists():
+                        self.steps_finished([(pk, States.CANCELLED)], now)
+                return int(done)
 
         for pk in ids:
             if self.retrying(lambda: cancel_one(pk)):
@@ -549,19 +574,29 @@ class Engine(Inserts, ScheduleStatements, Totals, FlowStatements):
     # -- unknown task names ------------------------------------------------------------------------
 
     def invalidate_unknown(self, known: Iterable[str], due_before: datetime.datetime, now: datetime.datetime) -> int:
-        """Mark INVALID the queued executions whose task no online worker has registered."""
-        return self.retrying(
-            lambda: self.objects()
-            .filter(state=States.QUEUED, due__lte=due_before)
-            .exclude(task_name__in=list(known))
-            .update(
-                state=States.INVALID,
-                finished=now,
-                unique_key=None,
-                error="No online worker has this task registered (is the module defining it imported, "
-                "e.g. from the app's tasks.py?).",
-            )
-        )
+        """Mark INVALID the queued executions whose task no online worker has registered (a workflow
+        step among them blocks what waits for it)."""
+
+        def transact() -> int:
+            with transaction.atomic(using=self.db):
+                rows = self.objects().filter(state=States.QUEUED, due__lte=due_before).exclude(task_name__in=list(known))
+                steps = list(rows.filter(workflow__isnull=False).values_list("pk", flat=True))
+                count = int(
+                    rows.update(
+                        state=States.INVALID,
+                        finished=now,
+                        unique_key=None,
+                        error="No online worker has this task registered (is the module defining it imported, "
+                        "e.g. from the app's tasks.py?).",
+                    )
+                )
+                if steps:
+                    invalid = list(self.objects().filter(pk__in=steps, state=States.INVALID).values_list("pk", flat=True))
+                    self.announce_finished(invalid)
+                    self.steps_finished([(pk, States.INVALID) for pk in invalid], now)
+                return count
+
+        return self.retrying(transact)
 
     # -- retention ---------------------------------------------------------------------------------
 
@@ -573,13 +608,26 @@ class Engine(Inserts, ScheduleStatements, Totals, FlowStatements):
 
         def transact() -> int:
             with transaction.atomic(using=self.db):
-                ids = list(
+                # A step whose result a step not yet run will read stays until that one has run.
+                needed = StepLink.objects.using(self.db).filter(
+                    upstream_id=OuterRef("pk"), downstream__state__in=[*States.not_started(), States.PROCESSING]
+                )
+                rows = list(
                     self.objects()
                     .filter(finished__lt=cutoff, state__in=States.finished())
-                    .values_list("id", flat=True)[:batch]
+                    .filter(Q(workflow__isnull=True) | ~Exists(needed))
+                    .values_list("id", "workflow_id")[:batch]
                 )
+                ids = [pk for pk, _workflow in rows]
                 if ids:
                     self.objects().filter(pk__in=ids).delete()
+                    workflows = {workflow for _pk, workflow in rows if workflow is not None}
+                    if workflows:
+                        links = StepLink.objects.using(self.db)
+                        links.filter(Q(upstream_id__in=ids) | Q(downstream_id__in=ids)).delete()
+                        Workflow.objects.using(self.db).filter(pk__in=workflows).exclude(
+                            Exists(TaskExec.objects.using(self.db).filter(workflow_id=OuterRef("pk")))
+                        ).delete()
                 return len(ids)
 
         return self.retrying(transact)
@@ -631,6 +679,9 @@ class Engine(Inserts, ScheduleStatements, Totals, FlowStatements):
                     )
                     if rows.update(state=States.FAILED, finished=now, error=error, unique_key=None, crashes=crashes):
                         logger.error("%s #%s FAILED: %s", execution.task_name, execution.pk, error)
+                        self.announce_finished([execution.pk])
+                        if execution.workflow_id is not None:
+                            self.steps_finished([(execution.pk, States.FAILED)], now)
                     return None
                 if not rows.update(state=States.INTERRUPTED, finished=now, error=reason, unique_key=None, crashes=crashes):
                     return None
@@ -638,6 +689,9 @@ class Engine(Inserts, ScheduleStatements, Totals, FlowStatements):
                     execution.make_replacement(now, execution.retries, execution.retry_delay, crashes=crashes)
                 )
                 self.objects().filter(pk=execution.pk).update(replaced_by=replacement)
+                self.announce_finished([execution.pk])
+                if execution.workflow_id is not None:
+                    self.follow_replacement(execution.pk, replacement.pk)
                 execution.state, execution.replaced_by = States.INTERRUPTED, replacement
                 return replacement
 

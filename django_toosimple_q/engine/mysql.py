@@ -26,7 +26,9 @@ class MySQLEngine(Engine):
 
     def finish_many(self, worker: WorkerStatus, outcomes: list[tuple[TaskExec, Outcome]]) -> set[int]:
         """MariaDB has no UPDATE ... RETURNING: one UPDATE per outcome (still one commit for all)."""
-        return {execution.pk for execution, outcome in outcomes if self.finish(execution, worker, outcome)}
+        done = {execution.pk for execution, outcome in outcomes if self.finish(execution, worker, outcome)}
+        self.announce_finished(done)
+        return done
 
     def _insert_batch(self, batch: list[TaskExec], ignore_conflicts: bool) -> list[TaskExec]:
         if self.connection.features.can_return_rows_from_bulk_insert:  # MariaDB: INSERT ... RETURNING

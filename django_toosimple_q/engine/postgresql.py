@@ -14,11 +14,11 @@ import selectors
 import socket
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from django.db import DatabaseError, DataError, connections
 
-from .. import conf
+from .. import conf, waiting
 from ..models import TaskExec, WorkerStatus
 from .base import Engine, Selection, States
 from .flow import FLOW_PAYLOAD
@@ -76,12 +76,16 @@ def read_utc(value: str | None, expression: Any = None, connection: Any = None) 
         raise DataError(f"A datetime of an execution cannot be read in Python: {value!r}") from None
 
 
+#: Outcomes recorded by ``finish_many`` whose announcement (``announce_finished``) rides in its statement.
+ANNOUNCED_IN_STATEMENT = 350
+
+
 class PostgreSQLEngine(Engine):
     insert_as_arrays = True
     seconds_between = "EXTRACT(EPOCH FROM ({end} - {start}))"
     #: Executions a worker claims between two vacuums of ``toosimpleq_ready`` (see ``vacuum_ready``).
     VACUUM_READY_EVERY = 10_000
-    #: The type of each column an outcome writes (one array parameter per column).
+    #: The type of each column an outcome writes (cast from its JSON text, see ``finish_many``).
     outcome_types = {
         "id": "bigint",
         "state": "varchar",
@@ -123,13 +127,45 @@ class PostgreSQLEngine(Engine):
             # last vacuum, and with stale statistics the planner would pick it and walk them all.
             f"WHERE t.id = v.id::bigint AND t.state || '' = %s AND t.worker_id + 0 = %s RETURNING t.id"
         )
+        params: list[Any] = [*(_JSON.encode(column) for column in columns), States.PROCESSING, worker.pk]
+        if len(outcomes) <= ANNOUNCED_IN_STATEMENT:
+            # The announcement of TaskExec.wait() in the same statement (no round trip more): ids of up
+            # to 20 characters each stay within the 8,000 bytes of a notification's payload.
+            sql = (
+                f"WITH done AS ({sql}), told AS (SELECT pg_notify(%s, string_agg(id::text, ',')) FROM done "
+                f"HAVING count(*) > 0) SELECT done.id FROM done LEFT JOIN told ON true"
+            )
+            params.append(waiting.FINISHED_CHANNEL)
         with connection.cursor() as cursor:
-            cursor.execute(sql, [*(_JSON.encode(column) for column in columns), States.PROCESSING, worker.pk])
-            return {row[0] for row in cursor.fetchall()}
+            cursor.execute(sql, params)
+            done = {row[0] for row in cursor.fetchall()}
+        if len(outcomes) > ANNOUNCED_IN_STATEMENT:
+            self.announce_finished(done)
+        return done
 
     def __init__(self, db: str):
         super().__init__(db)
         self._claimed_since_vacuum = 0
+
+    def announce_finished(self, ids: Iterable[int]) -> None:
+        """``NOTIFY toosimpleq_finished`` with the ids (comma-separated, under the 8,000-byte payload
+        limit per notification), delivered at the commit: ``TaskExec.wait()`` wakes on it."""
+        payloads: list[str] = []
+        current = ""
+        for pk in ids:
+            text = str(int(pk))
+            if current and len(current) + len(text) + 1 > 7900:
+                payloads.append(current)
+                current = ""
+            current = f"{current},{text}" if current else text
+        if current:
+            payloads.append(current)
+        if not payloads:
+            return
+        with self.connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p", [waiting.FINISHED_CHANNEL, payloads]
+            )
 
     def is_busy_error(self, exc: Exception) -> bool:
         return "deadlock detected" in str(exc) or "could not serialize" in str(exc)

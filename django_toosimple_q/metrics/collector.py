@@ -22,8 +22,9 @@ from ..registry import tasks_registry
 
 States = TaskExec.States
 PREFIX = "toosimpleq"
-#: The states of ``toosimpleq_executions``: waiting (not due yet, or due) and running.
-ACTIVE = (States.SLEEPING, States.QUEUED, States.PROCESSING)
+#: The states of ``toosimpleq_executions``: waiting (not due yet, or due; a workflow step waiting for
+#: its upstream steps) and running.
+ACTIVE = (States.SLEEPING, States.QUEUED, States.PROCESSING, States.WAITING)
 
 
 class QueueCollector(Collector):
@@ -96,7 +97,7 @@ class QueueCollector(Collector):
         finished = CounterMetricFamily(
             f"{PREFIX}_executions_finished",
             "Executions that finished, by task and outcome (succeeded, failed, interrupted, invalid, "
-            "cancelled); a failed attempt that was retried counts as failed.",
+            "cancelled, blocked); a failed attempt that was retried counts as failed.",
             labels=["task", "outcome"],
         )
         run = HistogramMetricFamily(

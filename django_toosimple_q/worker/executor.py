@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import re
 import traceback
+from typing import Any
+
 from django.utils import timezone
 
 from .. import serialization, tracing
@@ -41,7 +43,14 @@ def _run_execution(execution: TaskExec) -> Outcome:
     """
     started = timezone.now()
     task = tasks_registry.get(execution.task_name)
-    problem = invalid_reason(execution, task)
+    args: list[Any] | None = None
+    problem = None
+    if task is not None and execution.receives:
+        try:
+            args = task.arguments(execution)  # a workflow step: what its upstream steps pass, first
+        except Exception as exc:  # noqa: BLE001 - a step that cannot get its arguments cannot run
+            problem = f"The arguments passed by its upstream steps cannot be read: {exc}"
+    problem = problem or invalid_reason(execution, task, args)
     if problem:
         return Outcome(state=States.INVALID, started=started, finished=started, error=problem)
     assert task is not None  # invalid_reason() refuses an unknown task
@@ -51,7 +60,7 @@ def _run_execution(execution: TaskExec) -> Outcome:
     exception: BaseException | None = None
     with capture_output() as output, tracking_statements() as used:
         try:
-            result = task.run(execution)
+            result = task.run(execution, args)
         except BaseException as exc:  # noqa: BLE001 - SystemExit/KeyboardInterrupt raised by a task are its failure
             exception = exc
             error: str | None = traceback.format_exc()
@@ -183,7 +192,7 @@ def runs_isolated(execution: TaskExec, limit: float | None) -> bool:
     return limit is not None or execution.crashes > 0
 
 
-def invalid_reason(execution: TaskExec, task: Task | None) -> str | None:
+def invalid_reason(execution: TaskExec, task: Task | None, args: list[Any] | None = None) -> str | None:
     if task is None:
         return f"Task {execution.task_name!r} is not registered in this worker."
     for name in ("args", "kwargs"):
@@ -195,7 +204,7 @@ def invalid_reason(execution: TaskExec, task: Task | None) -> str | None:
     if task._binds(tuple(execution.args), execution.kwargs):  # the shortcut queue() takes
         return None
     try:
-        task.signature.bind(*execution.args, **execution.kwargs)
+        task.signature.bind(*(execution.args if args is None else args), **execution.kwargs)
     except TypeError as exc:
         return f"The stored arguments do not match the task's signature: {exc}"
     return None

@@ -173,3 +173,56 @@ def traced_work(key):
     with trace.get_tracer("tests").start_as_current_span("inside the task"):
         Record.objects.create(key=key, pid=os.getpid())
     return key
+
+
+# -- workflows (tests/test_workflows.py) ---------------------------------------------------------------
+
+
+@register_task(name="wf_double")
+def wf_double(value):
+    return value * 2
+
+
+@register_task(name="wf_add")
+def wf_add(value, amount):
+    return value + amount
+
+
+@register_task(name="wf_member")
+def wf_member(index, milliseconds=0):
+    """A fan-in member: records its run (the test checks that the callback starts after the last one)."""
+    time.sleep(milliseconds / 1000)
+    Record.objects.create(key=f"member-{index}", pid=os.getpid())
+    return index * index
+
+
+@register_task(name="wf_collect")
+def wf_collect(results, label="collected"):
+    """A fan-in callback: records when it runs and how many runs came before it."""
+    Record.objects.create(key=f"callback-{label}", pid=os.getpid())
+    return [r if not isinstance(r, Exception) else f"failed:{r.state}" for r in results]
+
+
+@register_task(name="wf_fail")
+def wf_fail(*args):
+    raise ValueError("step failed")
+
+
+@register_task(name="wf_flaky", retries=2, retry_delay=0)
+def wf_flaky(value, key):
+    """Fails on its first run (recorded), succeeds on the retry."""
+    if not Record.objects.filter(key=key).exists():
+        Record.objects.create(key=key, pid=os.getpid())
+        raise RuntimeError("first run fails")
+    return value + 1
+
+
+@register_task(name="wf_const")
+def wf_const(value="constant"):
+    return value
+
+
+@register_task(name="wf_tag")
+def wf_tag(received=None, tag=""):
+    """A step for the property test of workflow shapes: what it received, tagged."""
+    return [tag, received]

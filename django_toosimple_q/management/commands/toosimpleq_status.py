@@ -94,9 +94,9 @@ class Command(BaseCommand):
     def print_tables(self, snap: monitoring.Snapshot, problems: list[str], limited: list[flow.FlowStatus]) -> None:
         out = self.stdout
         out.write("Queues")
-        rows: list[tuple[object, ...]] = [("queue", "ready", "oldest wait", "queued", "sleeping", "processing")]
+        rows: list[tuple[object, ...]] = [("queue", "ready", "oldest wait", "queued", "sleeping", "processing", "waiting")]
         rows += [
-            (q.queue, q.ready, _seconds(q.oldest_wait) if q.ready else "-", q.queued, q.sleeping, q.processing)
+            (q.queue, q.ready, _seconds(q.oldest_wait) if q.ready else "-", q.queued, q.sleeping, q.processing, q.waiting)
             for q in snap.queues
         ]
         out.write(_table(rows) if snap.queues else "  (nothing waiting or running)")

@@ -1,0 +1,514 @@
+"""Workflows (issue #18): chains, groups, fan-in, nesting, failure and cancel rules, retries and rescue
+of steps, wait() (PostgreSQL: woken by NOTIFY), against every database with real workers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+
+import pytest
+from django.utils import timezone
+
+from django_toosimple_q.engine import get_engine
+from django_toosimple_q.errors import InvalidCall, InvalidWorkflow, UpstreamFailed, WaitTimeout
+from django_toosimple_q.models import StepLink, TaskExec, Workflow
+from django_toosimple_q.registry import tasks_registry
+from django_toosimple_q.workflows import chain, group
+from tests.app.models import Record
+
+from .conftest import run_worker_here, wait_for
+
+States = TaskExec.States
+T = tasks_registry
+
+
+def step(name):
+    return T[name]
+
+
+# -- shapes ------------------------------------------------------------------------------------------
+
+
+def test_a_chain_passes_each_result_to_the_next_step(transactional_db):
+    last = chain(step("wf_const").s(3), step("wf_double").s(), step("wf_add").s(10)).queue()
+    assert last.state == States.WAITING and last.upstream_left == 1
+    run_worker_here()
+    final = last.wait(timeout=10)
+    assert final.state == States.SUCCEEDED and final.result == 16
+    steps = list(TaskExec.objects.filter(workflow_id=last.workflow_id).order_by("pk"))
+    assert [s.result for s in steps] == [3, 6, 16]
+    # Each step started after the one before it finished.
+    assert steps[0].finished <= steps[1].started and steps[1].finished <= steps[2].started
+
+
+def test_a_step_that_does_not_take_the_result(transactional_db):
+    last = (step("wf_const").s(3) | step("wf_const").s("mine").set(pass_result=False) | step("wf_double").s()).queue()
+    run_worker_here()
+    assert last.wait(timeout=10).result == "minemine"
+
+
+def test_fan_in_receives_every_result_in_the_groups_order(transactional_db):
+    callback = chain(group(step("wf_member").s(i) for i in range(20)), step("wf_collect").s()).queue()
+    assert callback.upstream_left == 20
+    run_worker_here("--until_done", "--threads", "4")
+    final = callback.wait(timeout=10)
+    assert final.result == [i * i for i in range(20)]
+    members = TaskExec.objects.filter(workflow_id=callback.workflow_id, task_name="wf_member")
+    assert max(m.finished for m in members) <= final.started
+
+
+def test_nested_a_group_inside_a_chain_and_chains_as_members(transactional_db):
+    # 2 -> (x2 -> +1, +5, (x2 | +100 ... as a group of one chain)) -> collect
+    workflow = chain(
+        step("wf_const").s(2),
+        group(
+            chain(step("wf_double").s(), step("wf_add").s(1)),
+            step("wf_add").s(5),
+            group(chain(step("wf_double").s(), step("wf_add").s(100))),
+        ),
+        step("wf_collect").s(),
+        step("wf_add").s([0]),
+    )
+    last = workflow.queue()
+    run_worker_here("--until_done", "--threads", "3")
+    assert last.wait(timeout=10).result == [5, 7, 104, 0]
+
+
+def test_group_queue_returns_each_member_and_they_run_in_parallel(transactional_db):
+    members = group(step("wf_double").s(i) for i in range(5)).queue()
+    assert all(m.state == States.QUEUED for m in members)
+    run_worker_here()
+    assert [m.wait(timeout=5).result for m in members] == [0, 2, 4, 6, 8]
+
+
+def test_bad_workflows_are_refused_before_anything_is_written(transactional_db):
+    with pytest.raises(InvalidWorkflow, match="at least one step"):
+        chain()
+    with pytest.raises(InvalidWorkflow, match="item #1 is a int"):
+        chain(step("wf_double").s(1), 5)
+    with pytest.raises(InvalidWorkflow, match="ends with a group"):
+        chain(step("wf_double").s(1), group(step("wf_double").s())).queue()
+    with pytest.raises(InvalidWorkflow, match="unknown option"):
+        step("wf_double").s(1).set(colour="red")
+    with pytest.raises(InvalidCall, match="wf_add"):
+        # wf_add(value, amount) receives the result: one more argument is needed.
+        chain(step("wf_double").s(1), step("wf_add").s()).queue()
+    with pytest.raises(InvalidCall, match="does not receive"):
+        step("wf_double").s().queue()
+    assert not TaskExec.objects.exists() and not Workflow.objects.exists()
+
+
+def test_step_options_apply_to_its_execution(transactional_db):
+    due = timezone.now() + timezone.timedelta(hours=1)
+    last = chain(
+        step("wf_const").s(1).set(queue="other", priority=7),
+        step("wf_double").s().set(due=due, retries=3, retry_delay=2),
+    ).queue()
+    first = TaskExec.objects.get(workflow_id=last.workflow_id, task_name="wf_const")
+    assert (first.queue, first.priority) == ("other", 7)
+    assert (last.retries, last.retry_delay, last.due) == (3, 2, due)
+    run_worker_here("--until_done", "--queue", "other")
+    last.refresh_from_db()
+    assert last.state == States.SLEEPING  # released, but not due yet
+
+
+# -- failures, retries, cancel, requeue ------------------------------------------------------------
+
+
+def test_a_failed_step_blocks_what_depends_on_it_and_says_why(transactional_db):
+    last = chain(step("wf_const").s(1), step("wf_fail").s(), step("wf_double").s(), step("wf_double").s()).queue()
+    run_worker_here()
+    failed = TaskExec.objects.get(workflow_id=last.workflow_id, task_name="wf_fail")
+    assert failed.state == States.FAILED
+    final = last.wait(timeout=5)
+    assert final.state == States.BLOCKED
+    blocked = TaskExec.objects.filter(workflow_id=last.workflow_id, state=States.BLOCKED)
+    assert blocked.count() == 2
+    first_blocked = blocked.order_by("pk").first()
+    assert first_blocked.error == f"Not run: upstream step wf_fail #{failed.pk} ended FAILED."
+    assert f"#{first_blocked.pk} ended BLOCKED" in final.error
+
+
+def test_a_callback_that_runs_on_failure_receives_the_failures(transactional_db):
+    members = [step("wf_member").s(0), step("wf_fail").s(), chain(step("wf_const").s(3), step("wf_fail").s()), step("wf_member").s(2)]
+    callback = chain(group(members), step("wf_collect").s().set(run_on_failure=True)).queue()
+    run_worker_here()
+    final = callback.wait(timeout=5)
+    assert final.state == States.SUCCEEDED
+    assert final.result == [0, "failed:FAILED", "failed:FAILED", 4]
+
+
+def test_upstream_failed_is_what_the_function_receives(transactional_db, clean_registry):
+    from django_toosimple_q.decorators import register_task
+
+    seen = []
+
+    @register_task(name="wf_inspect")
+    def inspect_results(results):
+        seen.extend(results)
+
+    callback = chain(group(step("wf_fail").s(), step("wf_double").s(4)), T["wf_inspect"].s().set(run_on_failure=True)).queue()
+    run_worker_here()
+    callback.wait(timeout=5)
+    failure, value = seen
+    assert isinstance(failure, UpstreamFailed) and failure.state == States.FAILED and "step failed" in failure.error
+    assert value == 8
+
+
+def test_a_retried_step_is_followed_by_its_dependents_and_by_wait(transactional_db):
+    first = step("wf_flaky").s(1, "flaky-once")
+    last = chain(first, step("wf_double").s()).queue()
+    flaky = TaskExec.objects.get(workflow_id=last.workflow_id, task_name="wf_flaky")
+    run_worker_here()
+    assert flaky.wait(timeout=5).result == 2  # the retry's result
+    flaky.refresh_from_db()
+    assert flaky.state == States.FAILED and flaky.replaced_by_id is not None
+    assert last.wait(timeout=5).result == 4
+    assert StepLink.objects.get(downstream=last).upstream_id == flaky.replaced_by_id
+
+
+def test_cancelling_a_workflow_cancels_every_step_not_started(transactional_db):
+    last = chain(step("wf_const").s(1), group(step("wf_double").s(), step("wf_double").s()), step("wf_collect").s()).queue()
+    cancelled = get_engine().cancel_workflow(last.workflow_id, timezone.now())
+    assert len(cancelled) == 4
+    run_worker_here()
+    states = set(TaskExec.objects.filter(workflow_id=last.workflow_id).values_list("state", flat=True))
+    assert states == {States.CANCELLED}
+    assert last.wait(timeout=1).error == "Cancelled with its workflow."
+
+
+def test_cancelling_one_waiting_step_blocks_its_dependents(transactional_db):
+    last = chain(step("wf_const").s(1), step("wf_double").s(), step("wf_double").s()).queue()
+    middle = TaskExec.objects.get(workflow_id=last.workflow_id, upstream_left=1, pk__lt=last.pk)
+    assert get_engine().cancel([middle.pk], timezone.now()) == [middle.pk]
+    last.refresh_from_db()
+    assert last.state == States.BLOCKED and "ended CANCELLED" in last.error
+    run_worker_here()
+    assert TaskExec.objects.get(workflow_id=last.workflow_id, task_name="wf_const").state == States.SUCCEEDED
+
+
+def test_requeuing_a_failed_step_lets_its_dependents_run(transactional_db, clean_registry):
+    from django_toosimple_q.decorators import register_task
+
+    @register_task(name="wf_fails_once")
+    def fails_once(value):
+        if not Record.objects.filter(key="failed-once").exists():
+            Record.objects.create(key="failed-once", pid=os.getpid())
+            raise RuntimeError("first time")
+        return value + 1
+
+    last = chain(step("wf_const").s(1), T["wf_fails_once"].s(), step("wf_double").s(), step("wf_double").s()).queue()
+    run_worker_here()
+    assert last.wait(timeout=5).state == States.BLOCKED
+    failed = TaskExec.objects.get(workflow_id=last.workflow_id, task_name="wf_fails_once")
+    get_engine().requeue(failed, timezone.now(), retries=0, retry_delay=0, unique=False)
+    assert TaskExec.objects.filter(workflow_id=last.workflow_id, state=States.WAITING).count() == 2
+    run_worker_here()
+    assert last.wait(timeout=5).result == 8
+
+
+def test_a_step_holds_the_options_of_a_task(transactional_db):
+    # The time limit applies to a step (it runs in a child process): sleepy_limited(timeout=1, retries=1).
+    last = chain(step("wf_const").s(5), step("sleepy_limited").s(), step("wf_double").s()).queue()
+    run_worker_here("--until_done", "--threads", "2")
+    final = last.wait(timeout=30)
+    assert final.state == States.BLOCKED
+    limited = TaskExec.objects.filter(workflow_id=last.workflow_id, task_name="sleepy_limited").order_by("pk")
+    assert [e.state for e in limited] == [States.FAILED, States.FAILED]  # its retry too
+    assert "TimeLimitExceeded" in (limited[1].exception_class or "")
+    assert f"#{limited[1].pk} ended FAILED" in final.error
+
+
+# -- wait() -----------------------------------------------------------------------------------------
+
+
+def test_wait_raises_on_timeout_and_async_wait(transactional_db):
+    execution = step("wf_double").s(21).queue()
+    with pytest.raises(WaitTimeout, match="wf_double"):
+        execution.wait(timeout=0.2)
+    run_worker_here()
+    assert asyncio.run(execution.async_wait(timeout=5)).result == 42
+
+
+def test_async_wait_lets_the_loop_run(transactional_db):
+    execution = step("wf_double").s(1).queue()
+    ticks = []
+
+    async def main():
+        waiter = asyncio.ensure_future(execution.async_wait(timeout=10))
+        for _ in range(5):
+            await asyncio.sleep(0.05)
+            ticks.append(1)
+        await asyncio.to_thread(run_worker_then_close)
+        return await waiter
+
+    def run_worker_then_close():
+        from django.db import connections
+
+        try:
+            run_worker_here()
+        finally:
+            connections.close_all()  # this thread's
+
+    assert asyncio.run(main()).result == 2
+    assert len(ticks) == 5
+
+
+def test_wait_wakes_on_the_commit(transactional_db, vendor):
+    """PostgreSQL: woken by NOTIFY toosimpleq_finished; elsewhere by polling. Measured, not asserted
+    tightly: the figure is printed (pytest -s)."""
+    execution = step("wf_double").s(1).queue()
+    woke = []
+
+    def waiter():
+        from django.db import connection
+
+        try:
+            woke.append((execution.wait(timeout=10), time.perf_counter()))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    time.sleep(0.5)  # the waiter is listening (or polling at its longest interval)
+    get_engine().cancel([execution.pk], timezone.now())
+    committed = time.perf_counter()
+    thread.join(timeout=10)
+    (final, at), = woke
+    assert final.state == States.CANCELLED
+    latency = max(at - committed, 0.0)
+    print(f"\nwait() woke {latency * 1000:.1f} ms after the commit on {vendor}")
+    assert latency < 1.0
+
+
+# -- under real workers, one of them killed --------------------------------------------------------
+
+
+FAN_IN = 1000
+
+
+def test_fan_in_of_1000_under_three_workers_one_killed(workers, vendor):
+    callback = chain(
+        group(step("wf_member").s(i, 25) for i in range(FAN_IN)), step("wf_collect").s(label="big")
+    ).queue()
+    env = {"TOOSIMPLEQ_TEST_MAX_CRASHES": "1000"}
+    args = ["--threads", "4", "--tick", "0.5", "--timeout", "3", "--grace", "1"]
+    running = [workers.start(*args, env_extra=env) for _ in range(3)]
+    members = TaskExec.objects.filter(workflow_id=callback.workflow_id, task_name="wf_member")
+    wait_for(lambda: Record.objects.filter(key__startswith="member-").count() > FAN_IN // 4, timeout=120)
+    victim = running.pop(0)
+    victim.send_signal(signal.SIGKILL)
+    running.append(workers.start(*args, env_extra=env))
+
+    final = callback.wait(timeout=300)
+    assert final.state == States.SUCCEEDED
+    assert final.result == [i * i for i in range(FAN_IN)]
+    # Every member reached a final state; each call ended SUCCEEDED (an execution held by the killed
+    # worker was INTERRUPTED and replaced).
+    assert not members.filter(state__in=[*States.not_started(), States.PROCESSING]).exists()
+    ends = members.filter(replaced_by__isnull=True)
+    assert ends.count() == FAN_IN and set(ends.values_list("state", flat=True)) == {States.SUCCEEDED}
+    # The callback ran exactly once, after the last member.
+    assert TaskExec.objects.filter(workflow_id=callback.workflow_id, task_name="wf_collect").count() == 1
+    assert Record.objects.filter(key="callback-big").count() == 1
+    last_member = Record.objects.filter(key__startswith="member-").order_by("-pk").first()
+    assert Record.objects.get(key="callback-big").pk > last_member.pk
+    assert max(ends.values_list("finished", flat=True)) <= final.started
+    interrupted = members.filter(state=States.INTERRUPTED).count()
+    print(f"\n{vendor}: {interrupted} member execution(s) interrupted by the kill and run again")
+
+
+# -- admin ------------------------------------------------------------------------------------------
+
+
+def test_admin_workflow_page_draws_the_steps_and_links_from_each_step(transactional_db, admin_client):
+    last = chain(step("wf_const").s(1), group(step("wf_double").s(), step("wf_fail").s()), step("wf_collect").s()).queue()
+    run_worker_here()
+    workflow = last.workflow_id
+    page = admin_client.get(f"/admin/toosimpleq/workflow/{workflow}/change/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "<svg" in html and html.count('class="toosimpleq-step') == 4
+    assert "toosimpleq-state-blocked" in html and "toosimpleq-state-failed" in html
+    assert f"/admin/toosimpleq/taskexec/{last.pk}/change/" in html
+    assert "Requeue failed steps" in html and "Cancel workflow" not in html  # nothing left to cancel
+    step_page = admin_client.get(f"/admin/toosimpleq/taskexec/{last.pk}/change/").content.decode()
+    assert f"/admin/toosimpleq/workflow/{workflow}/change/" in step_page
+    assert admin_client.get("/admin/toosimpleq/workflow/").status_code == 200
+    assert admin_client.get(f"/admin/toosimpleq/taskexec/?workflow={workflow}&state=BLOCKED").status_code == 200
+
+
+def test_admin_a_large_column_is_drawn_as_counts(transactional_db, admin_client):
+    last = chain(group(step("wf_double").s(i) for i in range(100)), step("wf_collect").s()).queue()
+    html = admin_client.get(f"/admin/toosimpleq/workflow/{last.workflow_id}/change/").content.decode()
+    assert html.count('class="toosimpleq-step') == 2 and "100 × wf_double" in html
+
+
+def test_admin_requeue_failed_steps_then_dependents_run(transactional_db, login, clean_registry):
+    from django_toosimple_q.decorators import register_task
+
+    @register_task(name="wf_fails_first")
+    def fails_first(value):
+        if not Record.objects.filter(key="admin-failed-once").exists():
+            Record.objects.create(key="admin-failed-once", pid=os.getpid())
+            raise RuntimeError("first time")
+        return value * 10
+
+    last = chain(step("wf_const").s(2), T["wf_fails_first"].s(), step("wf_double").s()).queue()
+    run_worker_here()
+    assert last.wait(timeout=5).state == States.BLOCKED
+    failed = TaskExec.objects.get(workflow_id=last.workflow_id, task_name="wf_fails_first")
+    client = login("view_workflow", "view_taskexec", "requeue_taskexec")
+    response = client.post(
+        "/admin/toosimpleq/taskexec/", {"action": "action_requeue", "_selected_action": [failed.pk], "index": 0}
+    )
+    assert response.status_code == 302
+    run_worker_here()
+    assert last.wait(timeout=5).result == 40
+
+
+def test_admin_cancel_workflow_needs_its_permission(transactional_db, login):
+    last = chain(step("wf_const").s(1), step("wf_double").s()).queue()
+    url = f"/admin/toosimpleq/workflow/{last.workflow_id}/change/"
+    viewer = login("view_workflow")
+    assert "Cancel workflow" not in viewer.get(url).content.decode()
+    viewer.post("/admin/toosimpleq/workflow/", {"action": "action_cancel_workflow", "_selected_action": [last.workflow_id], "index": 0})
+    assert not TaskExec.objects.filter(workflow_id=last.workflow_id, state=States.CANCELLED).exists()
+    canceller = login("view_workflow", "cancel_workflow")
+    assert "Cancel workflow" in canceller.get(url).content.decode()
+    response = canceller.post(
+        "/admin/toosimpleq/workflow/", {"action": "action_cancel_workflow", "_selected_action": [last.workflow_id], "index": 0}
+    )
+    assert response.status_code == 302
+    assert set(TaskExec.objects.filter(workflow_id=last.workflow_id).values_list("state", flat=True)) == {States.CANCELLED}
+
+
+def test_prune_keeps_a_step_whose_result_is_still_needed(transactional_db):
+    engine = get_engine()
+    last = chain(group(step("wf_const").s(1), step("wf_const").s(2).set(queue="later")), step("wf_collect").s()).queue()
+    run_worker_here("--until_done", "--queue", "default")
+    future = timezone.now() + timezone.timedelta(days=1)
+    engine.prune(future)
+    # The member that ran stays: the callback, not run yet, reads its result.
+    assert TaskExec.objects.filter(workflow_id=last.workflow_id).count() == 3
+    run_worker_here("--until_done", "--queue", "later")
+    run_worker_here()
+    assert last.wait(timeout=5).result == [1, 2]
+    while engine.prune(future):
+        pass
+    assert not TaskExec.objects.filter(workflow_id=last.workflow_id).exists()
+    assert not StepLink.objects.exists() and not Workflow.objects.exists()
+
+
+def test_waiting_steps_in_status_and_metrics(transactional_db):
+    from django_toosimple_q import monitoring
+
+    chain(step("wf_const").s(1), step("wf_double").s(), step("wf_double").s()).queue()
+    (stats,) = monitoring.queue_stats()
+    assert (stats.queued, stats.waiting, stats.ready) == (1, 2, 1)
+    assert monitoring.state_counts()[States.WAITING] == 2
+    pytest.importorskip("prometheus_client")
+    from django_toosimple_q.metrics.collector import QueueCollector
+
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value for metric in QueueCollector().collect() for s in metric.samples
+    }
+    assert samples[("toosimpleq_executions", (("queue", "default"), ("state", "waiting")))] == 2
+
+
+# -- any shape: what each step receives matches a reference evaluation --------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_tags = iter(range(10**9))
+
+
+def _nest(inner):
+    return st.tuples(st.sampled_from(["chain", "group"]), st.lists(inner, min_size=1, max_size=3))
+
+
+def _shapes():
+    return st.recursive(st.just(("step",)), _nest, max_leaves=8)
+
+
+def _build(shape):
+    """The workflow of ``shape``, and the same shape with each step's tag, for the reference."""
+    if shape[0] == "step":
+        tag = f"t{next(_tags)}"
+        return step("wf_tag").s(tag=tag), ("step", tag)
+    built = [_build(child) for child in shape[1]]
+    nodes, refs = [b[0] for b in built], [b[1] for b in built]
+    return (chain(*nodes) if shape[0] == "chain" else group(*nodes)), (shape[0], refs)
+
+
+def _expected(ref, received, has_input):
+    """(the values ``ref`` ends with, whether it passes one value rather than a list)."""
+    if ref[0] == "step":
+        return [[ref[1], received if has_input else None]], True
+    if ref[0] == "chain":
+        out, single = None, True
+        for index, child in enumerate(ref[1]):
+            out, single = _expected(child, received, has_input)
+            received, has_input = (out[0] if single else out), True
+        return out, single
+    outs = []
+    for child in ref[1]:
+        out, _single = _expected(child, received, has_input)
+        outs += out
+    return outs, False
+
+
+# The database fixture is shared by the examples: each one starts by emptying the tables it uses.
+@settings(max_examples=12, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(shape=_shapes())
+def test_any_shape_passes_what_a_reference_evaluation_says(transactional_db, shape):
+    StepLink.objects.all().delete()
+    TaskExec.objects.all().delete()
+    node, ref = _build(("group", [shape]))
+    ends = node.queue()
+    run_worker_here()
+    expected, _single = _expected(ref, None, False)
+    assert [end.wait(timeout=10).result for end in ends] == expected
+
+
+@pytest.mark.postgresql_only
+def test_recording_outcomes_notifies_their_ids(transactional_db):
+    """The worker's batch of outcomes announces its ids in its own statement (what wait() listens to)."""
+    from django.db import connection
+
+    from django_toosimple_q.waiting import FINISHED_CHANNEL
+
+    listener = connection.Database.connect(**connection.get_connection_params(), autocommit=True)
+    try:
+        listener.execute(f"LISTEN {FINISHED_CHANNEL}")
+        executions = step("wf_double").s(1).queue(), step("wf_fail").s().queue(), step("wf_flaky").s(1, "k").queue()
+        run_worker_here()
+        listener.execute("SELECT 1")  # reads the notifications that arrived meanwhile
+        named = {int(pk) for n in listener.notifies(timeout=0.5, stop_after=100) for pk in n.payload.split(",")}
+    finally:
+        listener.close()
+    flaky_retry = TaskExec.objects.get(pk=executions[2].pk).replaced_by_id
+    assert {e.pk for e in executions} | {flaky_retry} <= named
+
+
+@pytest.mark.postgresql_only
+def test_ready_table_holds_a_step_once_released_only(transactional_db):
+    """Migration 0027's triggers: a WAITING row has no ready row; the release (WAITING -> QUEUED)
+    adds one through the update trigger, which the claim then takes."""
+    from django.db import connection
+
+    def ready_ids():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT id FROM toosimpleq_ready")
+            return {row[0] for row in cursor.fetchall()}
+
+    last = chain(step("wf_const").s(1), step("wf_double").s()).queue()
+    first = TaskExec.objects.get(workflow_id=last.workflow_id, task_name="wf_const")
+    assert ready_ids() == {first.pk}
+    get_engine().steps_finished([(first.pk, States.SUCCEEDED)], timezone.now())
+    last.refresh_from_db()
+    assert last.state == States.QUEUED and ready_ids() == {first.pk, last.pk}
