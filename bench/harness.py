@@ -76,11 +76,11 @@ def insert_history(count: int, path: str) -> None:
     at_finish = field.get_db_prep_value(finished, connection)
     columns = [
         "task_name", "args", "kwargs", "queue", "priority", "due", "created", "started", "finished",
-        "state", "output", "attempt", "retries", "retry_delay",
+        "state", "output", "attempt", "retries", "retry_delay", "crashes", "is_unique", "upstream_left", "receives",
     ]  # fmt: skip
     values = [
         append_line.name, serialization.dumps([path, -1]), serialization.dumps({}), append_line.queue_name, 0,
-        at_start, at_start, at_start, at_finish, States.SUCCEEDED, "", 1, 0, 0.0,
+        at_start, at_start, at_start, at_finish, States.SUCCEEDED, "", 1, 0, 0.0, 0, False, 0, False,
     ]  # fmt: skip
     placeholders = ", ".join(["%s"] * len(values))
     column_list = ", ".join(qn(c) for c in columns)
@@ -117,11 +117,11 @@ def fill_queued(count: int, path: str) -> None:
     prefix = serialization.dumps([path, 0])[: -len("0]")]  # '["<path>",'
     columns = [
         "task_name", "args", "kwargs", "queue", "priority", "due", "created", "state", "output", "attempt",
-        "crashes", "retries", "retry_delay", "is_unique",
+        "crashes", "retries", "retry_delay", "is_unique", "upstream_left", "receives",
     ]  # fmt: skip
     values = [  # after task_name and args
         serialization.dumps({}), append_line.queue_name, append_line.priority, now, now,
-        States.QUEUED, "", 1, 0, append_line.retries, append_line.retry_delay, False,
+        States.QUEUED, "", 1, 0, append_line.retries, append_line.retry_delay, False, 0, False,
     ]  # fmt: skip
     column_list = ", ".join(qn(c) for c in columns)
     placeholders = ", ".join(["%s"] * len(values))

@@ -100,8 +100,8 @@ def test_the_claim_function_keeps_to_indexes_whatever_the_size_of_the_tables():
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO toosimpleq_taskexec (task_name, args, kwargs, queue, priority, due, created, state, "
-            "output, attempt, retries, retry_delay, is_unique, crashes) SELECT 'echo', '[]', '{}', 'default', 0, "
-            "%s, %s, 'SUCCEEDED', '', 1, 0, 0, false, 0 FROM generate_series(1, 20000)",
+            "output, attempt, retries, retry_delay, is_unique, crashes, upstream_left, receives) SELECT 'echo', '[]', "
+            "'{}', 'default', 0, %s, %s, 'SUCCEEDED', '', 1, 0, 0, false, 0, 0, false FROM generate_series(1, 20000)",
             [now, now],
         )
     TaskExec(task_name="echo", args=[], kwargs={}, due=now, state=States.QUEUED).save()
