@@ -120,6 +120,24 @@ def test_queue_task_and_key_concurrency_limits_hold_while_others_flow(workers):
     assert keys == {"c0", "c1", "c2", "c3"}
 
 
+def test_workflow_steps_obey_the_limits_of_their_queue(workers):
+    """Steps are executions: a group in a limited queue runs within the queue's limit, and its fan-in
+    callback (unlimited) runs once, after the last member, with every member's result in order."""
+    from django_toosimple_q.workflows import chain, group
+
+    members = group(tasks_registry["flow_queued"].s(f"w{i}", 0.1) for i in range(8))
+    callback = chain(members, tasks_registry["flow_plain"].s(0.01)).queue()
+    start_workers(workers)
+    final = callback.wait(timeout=120)
+    assert final.state == States.SUCCEEDED
+    assert final.result == [f"w{i}" for i in range(8)]
+    steps = list(FlowRun.objects.filter(task="flow_queued"))
+    assert len(steps) == 8
+    assert most_at_once(steps) == 2  # concurrency 2 in TOOSIMPLEQ_QUEUES: used, never exceeded
+    (after,) = FlowRun.objects.filter(task="flow_plain")
+    assert after.start >= max(run.end for run in steps)
+
+
 def test_held_back_executions_stay_queued_in_order(workers):
     """One worker, one slot: the queue's executions start one at a time, in the claim order."""
     executions = queue("flow_queued", [(f"o{i}", 0.02) for i in range(6)])
