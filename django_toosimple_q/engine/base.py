@@ -201,7 +201,7 @@ class Engine(Inserts, ScheduleStatements, Totals, FlowStatements, WorkflowStatem
         tick: float,
         queues_served: Callable[[str], bool],
         wake: Callable[[bool], None],
-        flow_changed: Callable[[], None] | None = None,
+        flow_changed: Callable[[str], None] | None = None,
     ) -> Any:
         """Something that calls ``wake(sleeping)`` as soon as a served queue gets work, or None (poll only).
 

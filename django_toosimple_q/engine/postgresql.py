@@ -275,7 +275,7 @@ class PostgreSQLEngine(Engine):
         tick: float,
         queues_served: Callable[[str], bool],
         wake: Callable[[bool], None],
-        flow_changed: Callable[[], None] | None = None,
+        flow_changed: Callable[[str], None] | None = None,
     ) -> Listener | None:
         alias = conf.listen_database()
         if alias is None:
@@ -311,7 +311,7 @@ class Listener:
         tick: float,
         queues_served: Callable[[str], bool],
         wake: Callable[[bool], None],
-        flow_changed: Callable[[], None] | None = None,
+        flow_changed: Callable[[str], None] | None = None,
     ):
         self.alias = alias
         #: Called when a queue is paused or resumed (``engine.flow.FLOW_PAYLOAD``).
@@ -482,7 +482,7 @@ class Listener:
         logger.debug("Notified: %s", payload)
         if payload.startswith(FLOW_PAYLOAD):
             if self.flow_changed is not None:
-                self.flow_changed()
+                self.flow_changed(payload[len(FLOW_PAYLOAD) :])
             return
         queue, sleeping = read_payload(payload)
         if self.queues_served(queue):

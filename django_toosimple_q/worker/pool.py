@@ -8,7 +8,7 @@ import dataclasses
 import logging
 import queue
 import threading
-from typing import Callable
+from typing import Callable, Iterable
 
 from django.db import connections
 
@@ -36,6 +36,10 @@ class TaskPool:
         ]
         #: Seconds, a moving average of how long executions take (None until one has run).
         self.average_run: float | None = None
+        #: Queues whose executions the threads hand back instead of starting (paused, or maybe paused: a
+        #: notification said so and the main thread has not read the pauses yet). Replaced, never mutated.
+        self._held: frozenset[str] = frozenset()
+        self._held_back: queue.SimpleQueue[TaskExec] = queue.SimpleQueue()
 
     def start(self) -> None:
         for thread in self._threads:
@@ -43,6 +47,23 @@ class TaskPool:
 
     def submit(self, execution: TaskExec) -> None:
         self._todo.put(execution)
+
+    def hold(self, queues: Iterable[str]) -> None:
+        """From now on, hand back instead of starting the executions of ``queues`` (and only those)."""
+        self._held = frozenset(queues)
+
+    def add_hold(self, queue_name: str) -> None:
+        """Also hold ``queue_name`` (called by the listener thread: a pause may have happened)."""
+        self._held = self._held | {queue_name}
+
+    def held_back(self) -> list[TaskExec]:
+        """The executions the threads handed back since the last call, not started."""
+        back = []
+        while True:
+            try:
+                back.append(self._held_back.get_nowait())
+            except queue.Empty:
+                return back
 
     def finished(self) -> list[tuple[TaskExec, Outcome]]:
         """The executions that ended since the last call, with their outcomes."""
@@ -61,8 +82,8 @@ class TaskPool:
         return self._todo.qsize()
 
     def take_unstarted(self) -> list[TaskExec]:
-        """Take back the executions handed over that no thread has started."""
-        unstarted: list[TaskExec] = []
+        """Take back the executions handed over that no thread has started (those held back included)."""
+        unstarted: list[TaskExec] = self.held_back()
         while True:
             try:
                 execution = self._todo.get_nowait()
@@ -90,6 +111,10 @@ class TaskPool:
         self._children.append(child)
         try:
             while (execution := self._todo.get()) is not None:
+                if execution.queue in self._held:
+                    self._held_back.put(execution)  # the main thread releases it, or hands it over again
+                    self._on_outcome()
+                    continue
                 signals.send(signals.task_started, execution)
                 try:
                     outcome = self._run(execution, child)

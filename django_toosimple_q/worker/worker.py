@@ -306,8 +306,11 @@ class Worker:
         """Whether limited work may still be waiting for a slot or a start (``--until_done`` waits for it)."""
         return self.limits is not None and (self._flow_retry is not None or self.engine.flow_held)
 
-    def _flow_notified(self) -> None:
-        """Called by the listener thread: a queue was paused or resumed."""
+    def _flow_notified(self, queue_name: str) -> None:
+        """Called by the listener thread: ``queue_name`` was paused or resumed. The task threads hold its
+        executions at once (a pause stops new starts within milliseconds, not after a read of the
+        pauses by the main thread); the main thread then reads which queues are paused."""
+        self.pool.add_hold(queue_name)
         self._flow_changed.set()
         self._maybe_work.set()
         self._wake.set()
@@ -319,6 +322,14 @@ class Worker:
             self._flow_changed.clear()
             self.engine.read_paused()
         paused = list(self.engine.paused_queues)
+        if not self._flow_changed.is_set():  # else another notification came meanwhile: read again first
+            self.pool.hold(paused)
+        back = self.pool.held_back()
+        if back:
+            for execution in back:
+                if execution.queue not in paused:
+                    self.pool.submit(execution)  # not paused after all (a resume, or a pause undone)
+            self._give_back([e for e in back if e.queue in paused])
         if paused == self._paused:
             return
         newly = set(paused) - set(self._paused)
@@ -332,10 +343,14 @@ class Worker:
             for execution in unstarted:
                 if execution.queue not in newly:
                     self.pool.submit(execution)
-            if back:
-                self.engine.release(back, self.duties.status)
-                for execution in back:
-                    self._in_flight.pop(execution.pk, None)
+            self._give_back(back)
+
+    def _give_back(self, executions: list[TaskExec]) -> None:
+        """Return claimed executions that did not start to the queue (their queue was paused)."""
+        if executions:
+            self.engine.release(executions, self.duties.status)
+            for execution in executions:
+                self._in_flight.pop(execution.pk, None)
 
     def _check_listener(self) -> None:
         """Trust the listener only while it proves that notifications arrive; record changes (the admin
