@@ -201,7 +201,7 @@ class Inserts:
                 scalars.append(first)
             else:
                 selected.append(f"u.c{len(arrays)}::{db_type}")
-                arrays.append(_JSON.encode([_as_json_text(value) for value in column]))
+                arrays.append(JSON_TEXT.encode([_as_json_text(value) for value in column]))
         if arrays:
             functions = ", ".join(["json_array_elements_text(%s::json)"] * len(arrays))
             source = f"ROWS FROM ({functions}) AS u({', '.join(f'c{i}' for i in range(len(arrays)))})"
@@ -236,7 +236,8 @@ class Inserts:
         return rows
 
 
-_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+#: One JSON text per column of a batch (inserts here, outcomes in postgresql.py).
+JSON_TEXT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def _as_json_text(value: Any) -> Any:

@@ -22,7 +22,7 @@ from .. import conf, waiting
 from ..models import TaskExec, WorkerStatus
 from .base import Engine, Selection, States
 from .flow import FLOW_PAYLOAD
-from .inserts import _JSON
+from .inserts import JSON_TEXT
 from .outcome import Outcome
 
 logger = logging.getLogger("django_toosimple_q.engine")
@@ -127,7 +127,7 @@ class PostgreSQLEngine(Engine):
             # last vacuum, and with stale statistics the planner would pick it and walk them all.
             f"WHERE t.id = v.id::bigint AND t.state || '' = %s AND t.worker_id + 0 = %s RETURNING t.id"
         )
-        params: list[Any] = [*(_JSON.encode(column) for column in columns), States.PROCESSING, worker.pk]
+        params: list[Any] = [*(JSON_TEXT.encode(column) for column in columns), States.PROCESSING, worker.pk]
         if len(outcomes) <= ANNOUNCED_IN_STATEMENT:
             # The announcement of TaskExec.wait() in the same statement (no round trip more): ids of up
             # to 20 characters each stay within the 8,000 bytes of a notification's payload.

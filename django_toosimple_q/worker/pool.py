@@ -58,7 +58,9 @@ class TaskPool:
 
     def held_back(self) -> list[TaskExec]:
         """The executions the threads handed back since the last call, not started."""
-        back = []
+        back: list[TaskExec] = []
+        if self._held_back.empty():
+            return back  # every pass asks: no exception raised in the usual case
         while True:
             try:
                 back.append(self._held_back.get_nowait())

@@ -318,11 +318,14 @@ class Worker:
     def _follow_pauses(self) -> None:
         """Act on the paused queues as last read (each tick), or read them now after a notification: stop
         claiming from a paused queue and give back to the queue its executions claimed but not started."""
-        if self._flow_changed.is_set():
+        read = self._flow_changed.is_set()
+        if read:
             self._flow_changed.clear()
             self.engine.read_paused()
         paused = list(self.engine.paused_queues)
-        if not self._flow_changed.is_set():  # else another notification came meanwhile: read again first
+        # The threads' holds follow each read (a notification's hold is undone by the truth); not when
+        # another notification came meanwhile: the next pass reads again first.
+        if (read or paused != self._paused) and not self._flow_changed.is_set():
             self.pool.hold(paused)
         back = self.pool.held_back()
         if back:
