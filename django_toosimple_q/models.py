@@ -357,7 +357,8 @@ class TaskExec(models.Model):
             retries=retries,
             retry_delay=retry_delay,
             is_unique=self.is_unique,
-            unique_key=self.call_fingerprint() if self.is_unique else None,
+            # A step's replacement takes its key once its links lead to it (the engine's ``replaced_step``).
+            unique_key=self.call_fingerprint() if self.is_unique and self.workflow_id is None else None,
             trace_context=self.trace_context,
             concurrency_key=self.concurrency_key,
             workflow_id=self.workflow_id,

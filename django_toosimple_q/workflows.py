@@ -218,8 +218,9 @@ class _Builder:
             if value is not None:
                 options[name] = value
         execution = task.new_exec(signature.args, signature.kwargs, signature.due, encoded=encoded, now=now, **options)
-        # A step is its own call: never merged into an identical waiting one (its links lead to it).
-        execution.is_unique, execution.unique_key = False, None
+        # A step of a unique task takes its key when it enters the queue, after its links are written
+        # (the engine's ``settle_unique_steps``): it may merge into an identical waiting call.
+        execution.unique_key = None
         execution.receives = receives
         if upstream:
             execution.state, execution.upstream_left = States.WAITING, upstream

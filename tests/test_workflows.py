@@ -222,6 +222,105 @@ def test_a_step_holds_the_options_of_a_task(transactional_db):
     assert f"#{limited[1].pk} ended FAILED" in final.error
 
 
+# -- unique steps ----------------------------------------------------------------------------------
+
+
+def _runs(value):
+    return Record.objects.filter(key=f"unique-{value}").count()
+
+
+def test_a_unique_root_step_merges_into_the_identical_waiting_call(transactional_db):
+    twin = step("wf_unique").queue(4)
+    last = chain(step("wf_unique").s(4), step("wf_double").s()).queue()
+    merged = TaskExec.objects.get(workflow_id=last.workflow_id, task_name="wf_unique", state=States.CANCELLED)
+    assert merged.replaced_by_id == twin.pk and f"Merged into #{twin.pk}" in merged.error
+    assert merged.unique_key is None
+    # What came after the step waits for the twin, which now takes part in the workflow.
+    assert StepLink.objects.get(downstream=last).upstream_id == twin.pk
+    twin.refresh_from_db()
+    assert twin.workflow_id == last.workflow_id and twin.state == States.QUEUED
+    # A single step queued alone returns what will run, as task.queue() does.
+    assert step("wf_unique").s(4).queue().pk == twin.pk
+    run_worker_here()
+    assert last.wait(timeout=10).result == 80
+    assert merged.wait(timeout=1).pk == twin.pk
+    assert _runs(4) == 1
+
+
+def test_a_call_queued_while_a_unique_step_waits_merges_into_the_step(transactional_db):
+    last = chain(step("wf_unique").s(5), step("wf_double").s()).queue()
+    root = TaskExec.objects.get(workflow_id=last.workflow_id, task_name="wf_unique")
+    assert root.state == States.QUEUED and root.is_unique and root.unique_key is not None
+    assert step("wf_unique").queue(5).pk == root.pk
+    assert step("wf_unique").queue(6).pk != root.pk  # another call
+    run_worker_here()
+    assert last.wait(timeout=10).result == 100
+    assert _runs(5) == 1 and _runs(6) == 1
+
+
+def test_a_released_step_that_receives_merges_into_the_sleeping_twin_moved_earlier(transactional_db):
+    # The twin waits for an hour; the step receives 7 from wf_const, so its call is wf_unique(7).
+    twin = step("wf_unique").queue(7, due=timezone.now() + timezone.timedelta(hours=1))
+    assert twin.state == States.SLEEPING
+    last = chain(step("wf_const").s(7), step("wf_unique").s(), step("wf_add").s(1)).queue()
+    released = TaskExec.objects.get(workflow_id=last.workflow_id, task_name="wf_unique")
+    assert released.state == States.WAITING and released.unique_key is None  # no key before the queue
+    run_worker_here()
+    assert last.wait(timeout=10).result == 71
+    released.refresh_from_db()
+    twin.refresh_from_db()
+    assert released.state == States.CANCELLED and released.replaced_by_id == twin.pk
+    assert twin.state == States.SUCCEEDED and twin.workflow_id == last.workflow_id
+    assert _runs(7) == 1
+
+
+def test_two_workflows_share_one_run_of_an_identical_unique_step(transactional_db):
+    first = chain(step("wf_unique").s(8), step("wf_add").s(1)).queue()
+    second = chain(step("wf_unique").s(8), step("wf_add").s(2)).queue()
+    root = TaskExec.objects.get(workflow_id=first.workflow_id, task_name="wf_unique")
+    merged = TaskExec.objects.get(workflow_id=second.workflow_id, task_name="wf_unique")
+    assert merged.replaced_by_id == root.pk and merged.state == States.CANCELLED
+    root.refresh_from_db()
+    assert root.workflow_id == first.workflow_id  # stays in its own workflow; links cross over
+    run_worker_here()
+    assert first.wait(timeout=10).result == 81 and second.wait(timeout=10).result == 82
+    assert _runs(8) == 1
+
+
+def test_identical_unique_members_of_a_group_run_once_and_fan_in_in_order(transactional_db):
+    callback = chain(
+        group(step("wf_unique").s(3), step("wf_unique").s(9), step("wf_unique").s(3)), step("wf_collect").s()
+    ).queue()
+    run_worker_here("--until_done", "--threads", "2")
+    assert callback.wait(timeout=10).result == [30, 90, 30]
+    assert _runs(3) == 1 and _runs(9) == 1
+
+
+def test_a_step_that_receives_a_failure_is_not_merged(transactional_db):
+    last = chain(step("wf_fail").s(), step("wf_unique").s().set(run_on_failure=True)).queue()
+    run_worker_here()
+    final = last.wait(timeout=10)
+    # It ran (UpstreamFailed * 10 raises in its body): no plain call is identical to it.
+    assert final.pk == last.pk and final.state == States.FAILED and "TypeError" in final.exception_class
+
+
+def test_a_retry_of_a_unique_step_merges_into_a_twin_queued_meanwhile(transactional_db):
+    flaky = step("wf_flaky_unique")
+    last = chain(flaky.s(2, "flaky"), step("wf_double").s()).queue()
+    run_worker_here()
+    assert last.wait(timeout=10).result == 6  # no twin: the retry ran, the chain went on with its result
+    # Its first run queues a twin for an hour later: the step's retry merges into it (moved earlier).
+    last = chain(flaky.s(2, "flaky-twin"), step("wf_double").s()).queue()
+    run_worker_here()
+    assert last.wait(timeout=10).result == 6
+    first = TaskExec.objects.get(workflow_id=last.workflow_id, task_name="wf_flaky_unique", state=States.FAILED)
+    retry = TaskExec.objects.get(pk=first.replaced_by_id)
+    assert retry.state == States.CANCELLED and "Merged into" in retry.error
+    twin = TaskExec.objects.get(pk=retry.replaced_by_id)
+    assert twin.state == States.SUCCEEDED and twin.result == 3 and twin.workflow_id == last.workflow_id
+    assert StepLink.objects.get(downstream=last).upstream_id == twin.pk
+
+
 # -- wait() -----------------------------------------------------------------------------------------
 
 
@@ -320,6 +419,22 @@ def test_fan_in_of_1000_under_three_workers_one_killed(workers, vendor):
     interrupted = members.filter(state=States.INTERRUPTED).count()
     print(f"\n{vendor}: {interrupted} member execution(s) interrupted by the kill and run again")
 
+
+
+def test_the_rescue_of_a_unique_step_merges_into_a_twin_queued_meanwhile(workers):
+    last = chain(step("wf_unique_hangs").s(4, "hangs"), step("wf_double").s()).queue()
+    args = ["--tick", "0.5", "--timeout", "3"]
+    victim = workers.start(*args)
+    wait_for(lambda: Record.objects.filter(key="hangs").exists(), timeout=60)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    workers.start(*args)
+    assert last.wait(timeout=60).result == 10
+    first = TaskExec.objects.get(workflow_id=last.workflow_id, task_name="wf_unique_hangs", state=States.INTERRUPTED)
+    replacement = TaskExec.objects.get(pk=first.replaced_by_id)
+    assert replacement.state == States.CANCELLED and "Merged into" in replacement.error
+    twin = TaskExec.objects.get(pk=replacement.replaced_by_id)
+    assert twin.state == States.SUCCEEDED and StepLink.objects.get(downstream=last).upstream_id == twin.pk
 
 # -- admin ------------------------------------------------------------------------------------------
 
@@ -474,6 +589,30 @@ def test_any_shape_passes_what_a_reference_evaluation_says(transactional_db, sha
     expected, _single = _expected(ref, None, False)
     assert [end.wait(timeout=10).result for end in ends] == expected
 
+
+
+# Any storable value (tests/test_properties.py's strategy, without what must be refused).
+def _storable():
+    from tests.test_properties import expected_problem, values
+
+    return values.filter(lambda value: expected_problem(value) is None)
+
+
+@settings(
+    max_examples=10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much, HealthCheck.too_slow],
+)
+@given(value=_storable(), tag=st.text(max_size=4))
+def test_a_unique_step_receiving_any_value_is_the_call_queued_with_it(transactional_db, value, tag):
+    """What a step receives counts in its call: it merges into ``task.queue(value)`` waiting."""
+    StepLink.objects.all().delete()
+    TaskExec.objects.all().delete()
+    twin = T["wf_unique"].queue(value, tag=tag, due=timezone.now() + timezone.timedelta(hours=1))
+    last = chain(step("wf_const").s(value), step("wf_unique").s(tag=tag)).queue()
+    run_worker_here()
+    last.refresh_from_db()
+    assert last.state == States.CANCELLED and last.replaced_by_id == twin.pk
 
 @pytest.mark.postgresql_only
 def test_recording_outcomes_notifies_their_ids(transactional_db):

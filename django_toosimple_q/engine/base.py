@@ -492,7 +492,7 @@ class Engine(Inserts, ScheduleStatements, Totals, FlowStatements, WorkflowStatem
             self.objects().filter(pk=execution.pk).update(replaced_by=saved)
             execution.replaced_by = saved
             if execution.workflow_id is not None:
-                self.follow_replacement(execution.pk, saved.pk)
+                self.replaced_step(execution.pk, saved, outcome.finished)
         elif execution.workflow_id is not None:
             self.steps_finished([(execution.pk, execution.state)], outcome.finished)
         return True
@@ -512,7 +512,11 @@ class Engine(Inserts, ScheduleStatements, Totals, FlowStatements, WorkflowStatem
                     released += rows.update(state=States.QUEUED, started=None, worker=None)
                     if execution.is_unique:
                         # Waiting again: its call is unique again, unless an identical call was queued meanwhile.
-                        key = execution.call_fingerprint()
+                        key = (
+                            execution.call_fingerprint()
+                            if execution.workflow_id is None
+                            else self.step_fingerprint(execution)
+                        )
                         try:
                             with transaction.atomic(using=self.db):
                                 self.objects().filter(pk=execution.pk).update(unique_key=key)
@@ -535,17 +539,18 @@ class Engine(Inserts, ScheduleStatements, Totals, FlowStatements, WorkflowStatem
             with transaction.atomic(using=self.db):
                 rerun = execution.make_replacement(now, retries, retry_delay)
                 rerun.is_unique = unique
-                rerun.unique_key = rerun.call_fingerprint() if unique else None
-                if execution.workflow_id is not None:
-                    rerun.is_unique, rerun.unique_key = False, None  # a step is its own call (links)
+                # A step takes its key once its links lead to it (``replaced_step``).
+                rerun.unique_key = rerun.call_fingerprint() if unique and execution.workflow_id is None else None
                 saved = self.insert(rerun)
                 if saved.pk != execution.pk:
                     replaced = self.objects().filter(
                         pk=execution.pk, state__in=States.finished(), replaced_by__isnull=True
                     ).update(replaced_by=saved)
-                    if replaced and execution.workflow_id is not None:
-                        self.follow_replacement(execution.pk, saved.pk)
-                        self.revive_downstream(saved.pk)
+                    if execution.workflow_id is not None:
+                        if replaced:
+                            return self.replaced_step(execution.pk, saved, now, revive=True)
+                        if unique:
+                            return self.settle_unique_steps([saved.pk], now).get(saved.pk, saved)
                 return saved
 
         return self.retrying(transact)
@@ -691,7 +696,7 @@ class Engine(Inserts, ScheduleStatements, Totals, FlowStatements, WorkflowStatem
                 self.objects().filter(pk=execution.pk).update(replaced_by=replacement)
                 self.announce_finished([execution.pk])
                 if execution.workflow_id is not None:
-                    self.follow_replacement(execution.pk, replacement.pk)
+                    replacement = self.replaced_step(execution.pk, replacement, now)
                 execution.state, execution.replaced_by = States.INTERRUPTED, replacement
                 return replacement
 

@@ -1,6 +1,7 @@
 """Workflow statements: inserting the steps of a chain or group with their links, releasing the steps
 that waited for a finished one (in the transaction that records its outcome), blocking those whose
-upstream failed, following replacements, cancelling a workflow, and reading a step's arguments.
+upstream failed, following replacements, the unique key (or merge) of a step of a unique task when it
+enters the queue, cancelling a workflow, and reading a step's arguments.
 
 Only executions with a ``workflow_id`` take these paths: a plain task costs one attribute test.
 """
@@ -11,9 +12,11 @@ import datetime
 from collections import Counter, defaultdict
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypeVar
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Value, When
+from django.utils import timezone
 
+from .. import serialization
 from ..errors import UpstreamFailed
 from ..models import StepLink, TaskExec, Workflow
 
@@ -58,6 +61,10 @@ class WorkflowStatements:
                 self._insert_links(
                     [(saved[up].pk, saved[down].pk, position, passes, after) for up, down, position, passes, after in links]
                 )
+                entering = [step.pk for step in saved if step.is_unique and step.state != States.WAITING]
+                if entering:
+                    merged = self.settle_unique_steps(entering, timezone.now())
+                    saved = [merged.get(step.pk, step) for step in saved]
                 return saved
 
         return self.retrying(transact)
@@ -85,16 +92,22 @@ class WorkflowStatements:
             rows = list(
                 self.links()
                 .filter(upstream_id__in=list(states))
-                .values_list("upstream_id", "downstream_id", "after_failure")
+                .values_list("upstream_id", "downstream_id", "after_failure", "downstream__is_unique")
             )
             releases: Counter[int] = Counter()
             blocking: dict[int, int] = {}
-            for upstream, downstream, after_failure in rows:
+            unique: set[int] = set()
+            for upstream, downstream, after_failure, is_unique in rows:
                 if states[upstream] == States.SUCCEEDED or after_failure:
                     releases[downstream] += 1
+                    if is_unique:
+                        unique.add(downstream)
                 else:
                     blocking.setdefault(downstream, upstream)
             self._release(releases, now)
+            if unique:
+                # Those of them the release queued (their count reached 0) enter the queue as unique calls.
+                self.settle_unique_steps(sorted(unique), now)
             finished = self._block(blocking, states, now)
 
     def _release(self, releases: Counter[int], now: datetime.datetime) -> None:
@@ -148,6 +161,18 @@ class WorkflowStatements:
         self.links().filter(upstream_id=old).update(upstream_id=new)
         self.links().filter(downstream_id=old).update(downstream_id=new)
 
+    def replaced_step(self, old: int, new: TaskExec, now: datetime.datetime, revive: bool = False) -> TaskExec:
+        """A step was replaced by ``new`` (retry, rescue, requeue; inserted in this transaction without a
+        unique key): its links lead to and from ``new``; with ``revive``, the steps it blocked wait
+        again; a step of a unique task then takes its key or merges (``settle_unique_steps``). Returns
+        the execution that will run: ``new``, or the waiting twin it merged into."""
+        self.follow_replacement(old, new.pk)
+        if revive:
+            self.revive_downstream(new.pk)
+        if new.is_unique:
+            return self.settle_unique_steps([new.pk], now).get(new.pk, new)
+        return new
+
     def revive_downstream(self, step: int) -> None:
         """A failed step was requeued: the steps it blocked wait again (for it), unless another upstream
         step they need failed too; and so on down."""
@@ -172,6 +197,80 @@ class WorkflowStatements:
                     state=States.WAITING, finished=None, error=None
                 ):
                     pending.append(downstream)
+
+    # -- unique steps ------------------------------------------------------------------------------
+
+    def settle_unique_steps(self, ids: Sequence[int], now: datetime.datetime) -> dict[int, TaskExec]:
+        """Steps of unique tasks that have just entered the queue in this transaction (among ``ids``: the
+        rows waiting without a key): each takes the unique key of its call, as a plain call does, so an
+        identical call queued later merges into it. If an identical call already waits, the step merges
+        into it instead: it ends ``CANCELLED``, replaced by that execution, and the steps after it wait
+        for that execution (see docs/workflows.md). Returns ``{merged step id: the execution it merged
+        into}``."""
+        merged: dict[int, TaskExec] = {}
+        for start in range(0, len(ids), CHUNK):
+            rows = self.objects().filter(
+                pk__in=ids[start : start + CHUNK], is_unique=True, unique_key__isnull=True, state__in=States.waiting()
+            )
+            for step in rows.order_by("pk"):
+                key = self.step_fingerprint(step)
+                twin = self._take_key(step, key) if key is not None else None
+                if twin is not None:
+                    self._merge_step(step, twin, now)
+                    merged[step.pk] = twin
+        return merged
+
+    def step_fingerprint(self, execution: TaskExec) -> str | None:
+        """The unique key of a step's call: its task, the positional arguments it will run with (what
+        it receives, then its own) and its keyword arguments; so a step that receives 7 is the same call
+        as ``task.queue(7)``. None when it receives a failure (an ``UpstreamFailed`` is no call's
+        argument) or its upstream rows are gone."""
+        if not execution.receives:
+            return execution.call_fingerprint()
+        try:
+            args = self.step_arguments(execution)
+        except LookupError:
+            return None
+        received = args[0] if isinstance(args[0], list) else [args[0]]
+        if any(isinstance(value, UpstreamFailed) for value in received):
+            return None
+        return serialization.call_fingerprint(execution.task_name, args, execution.kwargs)
+
+    def _take_key(self, step: TaskExec, key: str) -> TaskExec | None:
+        """Give ``step`` its unique key; if an identical call already holds it, return that one (locked)."""
+        for _attempt in range(5):
+            try:
+                with transaction.atomic(using=self.db):
+                    self.objects().filter(pk=step.pk).update(unique_key=key)
+                return None
+            except IntegrityError:
+                twin = self.objects().select_for_update().filter(unique_key=key, state__in=States.waiting()).first()
+                if twin is not None:
+                    return twin
+                # Its twin was claimed between the two statements: the key may be free now.
+        return None  # twins keep being claimed under our feet: this one runs as well, without a key
+
+    def _merge_step(self, step: TaskExec, twin: TaskExec, now: datetime.datetime) -> None:
+        """``step`` merges into ``twin``, an identical waiting call: the steps after it wait for ``twin``."""
+        self.objects().filter(pk=step.pk).update(
+            state=States.CANCELLED,
+            finished=now,
+            replaced_by_id=twin.pk,
+            error=f"Merged into #{twin.pk}, the identical call of this unique task already waiting: "
+            "the steps after this one wait for it.",
+        )
+        self.links().filter(upstream_id=step.pk).update(upstream_id=twin.pk)
+        changes: dict[str, Any] = {}
+        if twin.workflow_id is None:
+            # Its outcome must release the steps now linked after it.
+            changes["workflow_id"] = twin.workflow_id = step.workflow_id
+        if step.due < twin.due:
+            changes["due"] = twin.due = step.due
+            if step.due <= now:
+                changes["state"] = twin.state = States.QUEUED
+        if changes:
+            self.objects().filter(pk=twin.pk).update(**changes)
+        self.announce_finished([step.pk])
 
     # -- from outside the worker -------------------------------------------------------------------
 

@@ -226,3 +226,38 @@ def wf_const(value="constant"):
 def wf_tag(received=None, tag=""):
     """A step for the property test of workflow shapes: what it received, tagged."""
     return [tag, received]
+
+
+@register_task(name="wf_unique", unique=True)
+def wf_unique(value, tag=""):
+    """A unique task used as a step: records each run (tests/test_workflows.py, unique steps)."""
+    Record.objects.create(key=f"unique-{value}{tag}", pid=os.getpid())
+    return value * 10
+
+
+@register_task(name="wf_flaky_unique", unique=True, retries=1, retry_delay=0)
+def wf_flaky_unique(value, key):
+    """wf_flaky as a unique task: fails on its first run for ``key``, succeeds after. With a ``key``
+    ending in "-twin", the first run also queues the identical call for an hour later (a twin that
+    waits when the retry is queued)."""
+    if not Record.objects.filter(key=key).exists():
+        Record.objects.create(key=key, pid=os.getpid())
+        if key.endswith("-twin"):
+            from django.utils import timezone
+
+            wf_flaky_unique.queue(value, key, due=timezone.now() + timezone.timedelta(hours=1))
+        raise RuntimeError("first run fails")
+    return value + 1
+
+
+@register_task(name="wf_unique_hangs", unique=True)
+def wf_unique_hangs(value, key):
+    """A unique step whose first run queues its twin for an hour later, then hangs until its worker is
+    killed; later runs return at once (tests/test_workflows.py: rescue of a unique step)."""
+    if not Record.objects.filter(key=key).exists():
+        from django.utils import timezone
+
+        Record.objects.create(key=key, pid=os.getpid())
+        wf_unique_hangs.queue(value, key, due=timezone.now() + timezone.timedelta(hours=1))
+        time.sleep(600)
+    return value + 1
