@@ -416,18 +416,21 @@ class TaskExec(models.Model):
         chain, that is the end of the chain. Raises ``errors.WaitTimeout`` after ``timeout`` seconds.
 
         On PostgreSQL it sleeps until the engine notifies that an execution finished (within milliseconds
-        of the commit); elsewhere (or with ``TOOSIMPLEQ_LISTEN_DATABASE = None``) it polls, every 10 ms at
+        of the commit), woken by the process's one listening connection (shared by every wait, see
+        ``waiting``); elsewhere (or with ``TOOSIMPLEQ_LISTEN_DATABASE = None``) it polls, every 10 ms at
         first, then less and less often (up to every 0.5 s)."""
         from django.db import connections
 
         alias = self._state.db or queue_database()
         listen = listen_database() if connections[alias].vendor == "postgresql" else None
-        connect = None
+        connect = key = None
         if listen is not None:
             wrapper = connections[listen]
             params = {**wrapper.get_connection_params(), "application_name": "toosimpleq-wait"}
             connect = lambda: wrapper.Database.connect(**params)  # noqa: E731
-        return waiting.wait_until(self._final, timeout, connect, f"{self.task_name} #{self.pk}")
+            # One listener per alias and target (a test database replaces NAME, for one).
+            key = (listen, *(str(wrapper.settings_dict.get(k)) for k in ("HOST", "PORT", "NAME", "USER")))
+        return waiting.wait_until(self._final, timeout, connect, f"{self.task_name} #{self.pk}", key)
 
     async def async_wait(self, timeout: float | None = None) -> TaskExec:
         """``wait()`` for async code (an async view): the wait runs in a thread of its own, so the event

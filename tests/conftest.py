@@ -37,6 +37,16 @@ def pytest_runtest_setup(item):
         pytest.skip("PostgreSQL only")
 
 
+@pytest.fixture(autouse=True)
+def _close_wait_listeners():
+    """wait()'s shared LISTEN connection outlives the wait by ``waiting.IDLE_CLOSE`` seconds: close it
+    after each test, so no test inherits another's and the test database can be dropped at the end."""
+    yield
+    from django_toosimple_q import waiting
+
+    waiting.close_listeners()
+
+
 def wait_for(condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.05, message: str = ""):
     """Poll ``condition`` until it returns something truthy; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

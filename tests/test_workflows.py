@@ -383,6 +383,181 @@ def test_wait_wakes_on_the_commit(transactional_db, vendor):
     assert latency < 1.0
 
 
+# -- wait(): one listening connection per process (PostgreSQL) ----------------------------------------
+
+
+def _registered_waiters():
+    from django_toosimple_q import waiting
+
+    with waiting._lock:
+        return sum(len(events) for listener in waiting._listeners.values() for events in listener.waiters.values())
+
+
+def _listener_ready():
+    from django_toosimple_q import waiting
+
+    with waiting._lock:
+        return any(listener.listening for listener in waiting._listeners.values())
+
+
+def _listening_backends():
+    """The connections to this test database that wait() opened: (pid, last query)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid, query FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = 'toosimpleq-wait'"
+        )
+        return cursor.fetchall()
+
+
+def _closing_connections(function, *args):
+    """Run ``function`` and close the database connections of the thread it ran in."""
+    from django.db import connections
+
+    try:
+        return function(*args)
+    finally:
+        connections.close_all()
+
+
+@pytest.mark.postgresql_only
+def test_concurrent_waits_share_one_listening_connection(transactional_db):
+    executions = [step("wf_double").s(i).queue() for i in range(20)]
+    finals = {}
+
+    def waiter(execution):
+        finals[execution.pk] = _closing_connections(execution.wait, 60)
+
+    threads = [threading.Thread(target=waiter, args=(execution,)) for execution in executions]
+    for thread in threads:
+        thread.start()
+    wait_for(
+        lambda: _registered_waiters() == 20 and _listener_ready(),
+        timeout=20,
+        message=lambda: f"{_registered_waiters()} waiters registered",
+    )
+    backends = _listening_backends()
+    run_worker_here()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(backends) == 1 and backends[0][1].startswith("LISTEN toosimpleq_finished")
+    assert {pk: (final.state, final.result) for pk, final in finals.items()} == {
+        execution.pk: (States.SUCCEEDED, 2 * i) for i, execution in enumerate(executions)
+    }
+
+
+@pytest.mark.postgresql_only
+def test_concurrent_async_waits_share_one_listening_connection(transactional_db):
+    from concurrent.futures import ThreadPoolExecutor
+
+    executions = [step("wf_double").s(i).queue() for i in range(20)]
+
+    async def main():
+        # async_wait() runs in the loop's default executor: make room for all 20 at once.
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=24))
+        waits = asyncio.gather(*(execution.async_wait(timeout=60) for execution in executions))
+        await asyncio.to_thread(wait_for, lambda: _registered_waiters() == 20 and _listener_ready(), 20)
+        backends = await asyncio.to_thread(_closing_connections, _listening_backends)
+        await asyncio.to_thread(_closing_connections, run_worker_here)
+        return backends, await waits
+
+    backends, finals = asyncio.run(main())
+    assert len(backends) == 1 and backends[0][1].startswith("LISTEN toosimpleq_finished")
+    assert [(final.pk, final.state, final.result) for final in finals] == [
+        (execution.pk, States.SUCCEEDED, 2 * i) for i, execution in enumerate(executions)
+    ]
+
+
+@pytest.mark.postgresql_only
+def test_a_killed_listening_connection_is_replaced_and_wakes_its_waiters(transactional_db, monkeypatch):
+    """The finish falls while the listener is disconnected (its notification is lost): the wake-all
+    after the new LISTEN returns the waiter, well before the safety re-check."""
+    from django.db import connection
+
+    from django_toosimple_q import waiting
+
+    monkeypatch.setattr(waiting, "FIRST_RECONNECT", 0.5)
+    execution = step("wf_double").s(1).queue()
+    woke = []
+
+    def waiter():
+        woke.append((_closing_connections(execution.wait, 30), time.perf_counter()))
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    wait_for(lambda: _registered_waiters() == 1 and _listener_ready(), timeout=10)
+    (killed, _query), = _listening_backends()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [killed])
+    wait_for(lambda: not _listener_ready(), timeout=5, message="the listener did not notice")
+    get_engine().cancel([execution.pk], timezone.now())
+    finished = time.perf_counter()
+    thread.join(timeout=10)
+    (final, at), = woke
+    assert final.state == States.CANCELLED
+    assert at - finished < 2.0 < waiting.SAFETY_CHECK
+    (replacement, _query), = _listening_backends()
+    assert replacement != killed
+
+
+@pytest.mark.postgresql_only
+def test_the_idle_listener_closes_its_connection_and_a_later_wait_opens_one(transactional_db, monkeypatch):
+    from django_toosimple_q import waiting
+
+    monkeypatch.setattr(waiting, "IDLE_CLOSE", 0.3)
+
+    def wait_while_the_worker_runs(execution):
+        finals = []
+        thread = threading.Thread(target=lambda: finals.append(_closing_connections(execution.wait, 30)))
+        thread.start()
+        wait_for(lambda: _registered_waiters() == 1 and _listener_ready(), timeout=10)
+        (backend, _query), = _listening_backends()
+        run_worker_here()
+        thread.join(timeout=10)
+        return finals[0], backend
+
+    first, backend = wait_while_the_worker_runs(step("wf_double").s(1).queue())
+    assert first.result == 2
+    wait_for(lambda: not (_listening_backends() or waiting._listeners), timeout=5, message="still listening")
+    second, other = wait_while_the_worker_runs(step("wf_double").s(2).queue())
+    assert second.result == 4 and other != backend
+
+
+def test_a_forked_child_does_not_share_its_parents_listener(monkeypatch):
+    """No database: a listener whose connect() blocks stays in the registry, so the registry itself
+    shows which listener a wait would join."""
+    from django_toosimple_q import waiting
+
+    release = threading.Event()
+
+    def connect():
+        release.wait(10)
+        return object()  # no ``pgconn``: the listener gives up, its waiters poll
+
+    event = threading.Event()
+    parent, listening = waiting._join("fork-test", connect, event, 1)
+    try:
+        assert listening is False and waiting._listeners["fork-test"] is parent
+        pid = os.fork()
+        if pid == 0:  # the child: the fork hook forgot the parent's listener
+            try:
+                child, _ = waiting._join("fork-test", connect, threading.Event(), 1)
+                os._exit(0 if child is not parent and child.thread.is_alive() else 1)
+            finally:
+                os._exit(2)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        # Without the hook (a fork it did not see), the changed pid is enough.
+        monkeypatch.setattr(waiting, "_pid", -1)
+        other, _ = waiting._join("fork-test", connect, threading.Event(), 1)
+        assert other is not parent and waiting._listeners == {"fork-test": other}
+    finally:
+        release.set()
+        parent.thread.join(5)
+
+
 # -- under real workers, one of them killed --------------------------------------------------------
 
 
