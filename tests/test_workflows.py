@@ -471,6 +471,25 @@ def test_concurrent_async_waits_share_one_listening_connection(transactional_db)
 
 
 @pytest.mark.postgresql_only
+def test_a_shared_wait_follows_a_retry_to_its_replacement(transactional_db):
+    """The waiter registered for the first run moves to the retry's row when its check names it."""
+    execution = step("wf_flaky").s(1, "flaky-shared").queue()
+    woke = []
+
+    def waiter():
+        woke.append((_closing_connections(execution.wait, 30), time.perf_counter()))
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    wait_for(lambda: _registered_waiters() == 1 and _listener_ready(), timeout=10)
+    run_worker_here()
+    finished = time.perf_counter()
+    thread.join(timeout=10)
+    (final, at), = woke
+    assert final.result == 2 and final.pk != execution.pk and at - finished < 2.0
+
+
+@pytest.mark.postgresql_only
 def test_a_killed_listening_connection_is_replaced_and_wakes_its_waiters(transactional_db, monkeypatch):
     """The finish falls while the listener is disconnected (its notification is lost): the wake-all
     after the new LISTEN returns the waiter, well before the safety re-check."""
