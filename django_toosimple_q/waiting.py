@@ -36,8 +36,12 @@ LONGEST_POLL = 0.5
 #: (a row finished by hand, outside the engine).
 SAFETY_CHECK = 5.0
 #: The shared listener closes its connection and its thread ends after this long without a waiter
-#: (seconds); read at each look, so a test can shorten it.
-IDLE_CLOSE = 30.0
+#: (seconds); read at each look, so a test can change it. 0 (the default): when its last waiter
+#: returns, before that ``wait()`` returns, so no connection outlives the waits (a test database can be
+#: dropped right after); longer keeps it open for waits that follow one another.
+IDLE_CLOSE = 0.0
+#: How long the last waiter waits for the listener's thread to close its connection (seconds).
+CLOSE_TIMEOUT = 5.0
 #: A broken listening connection is opened again after this delay, doubled at each failure up to the
 #: longest (seconds).
 FIRST_RECONNECT = 0.1
@@ -202,8 +206,20 @@ class _Listener:
     def unregister(self, event: threading.Event, row: int) -> None:
         with _lock:
             self._remove(event, row)
-            if not self.waiters:
-                self.idle_since = time.monotonic()
+            if self.waiters:
+                return
+            self.idle_since = time.monotonic()
+            if IDLE_CLOSE > 0:
+                return
+            # The last waiter: retire in this critical section (a wait that starts now starts a new
+            # listener), then close the connection before returning.
+            if _listeners.get(self.key) is self:
+                del _listeners[self.key]
+            self.failed = True
+            self.listening = False
+        self.stop()
+        if self.thread is not threading.current_thread():
+            self.thread.join(CLOSE_TIMEOUT)
 
     def _remove(self, event: threading.Event, row: int) -> None:
         events = self.waiters.get(str(row))

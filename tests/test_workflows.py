@@ -497,6 +497,7 @@ def test_a_killed_listening_connection_is_replaced_and_wakes_its_waiters(transac
 
     from django_toosimple_q import waiting
 
+    monkeypatch.setattr(waiting, "IDLE_CLOSE", 30.0)  # keep the new connection open to see it
     monkeypatch.setattr(waiting, "FIRST_RECONNECT", 0.5)
     execution = step("wf_double").s(1).queue()
     woke = []
@@ -520,6 +521,25 @@ def test_a_killed_listening_connection_is_replaced_and_wakes_its_waiters(transac
     (replacement, _query), = _listening_backends()
     assert replacement != killed
 
+
+@pytest.mark.postgresql_only
+def test_no_listening_connection_outlives_the_last_wait(transactional_db):
+    """By default (``IDLE_CLOSE = 0``) the last waiter closes the shared connection before it returns:
+    a test database can be dropped right after a wait, as when each wait had its own connection."""
+    from django_toosimple_q import waiting
+
+    execution = step("wf_double").s(5).queue()
+    finals = []
+    thread = threading.Thread(target=lambda: finals.append(_closing_connections(execution.wait, 30)))
+    thread.start()
+    wait_for(lambda: _registered_waiters() == 1 and _listener_ready(), timeout=10)
+    assert len(_listening_backends()) == 1
+    run_worker_here()
+    thread.join(timeout=10)
+    assert finals[0].result == 10
+    assert not waiting._listeners
+    # The server forgets a closed backend within a moment (the client closed it before returning).
+    wait_for(lambda: not _listening_backends(), timeout=2, message="a listening connection outlived the wait")
 
 @pytest.mark.postgresql_only
 def test_the_idle_listener_closes_its_connection_and_a_later_wait_opens_one(transactional_db, monkeypatch):
