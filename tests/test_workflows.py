@@ -296,6 +296,22 @@ def test_identical_unique_members_of_a_group_run_once_and_fan_in_in_order(transa
     assert _runs(3) == 1 and _runs(9) == 1
 
 
+def test_identical_unique_steps_released_at_once_by_several_workers(workers):
+    """30 chains end with the same unique call, released by 2 worker processes x 4 threads as their
+    first steps finish: each chain ends SUCCEEDED (the step, or the twin it merged into), nothing is
+    left waiting, and the call ran at most once per chain."""
+    lasts = [chain(step("wf_member").s(i, 20), step("wf_unique").s(7, "c").set(pass_result=False)).queue() for i in range(30)]
+    for _ in range(2):
+        workers.start("--threads", "4", "--tick", "0.5")
+    finals = [last.wait(timeout=60) for last in lasts]
+    assert {final.state for final in finals} == {States.SUCCEEDED}
+    assert {final.result for final in finals} == {70}
+    runs = Record.objects.filter(key="unique-7c").count()
+    merged = TaskExec.objects.filter(task_name="wf_unique", state=States.CANCELLED, replaced_by__isnull=False).count()
+    assert 1 <= runs <= 30 and runs + merged == 30
+    assert not TaskExec.objects.filter(state__in=[*States.not_started(), States.PROCESSING]).exists()
+    print(f"\n{runs} run(s) of the unique call for 30 chains, {merged} step(s) merged")
+
 def test_a_step_that_receives_a_failure_is_not_merged(transactional_db):
     last = chain(step("wf_fail").s(), step("wf_unique").s().set(run_on_failure=True)).queue()
     run_worker_here()
