@@ -173,24 +173,44 @@ class Engine(Inserts, ScheduleStatements, Totals, FlowStatements, WorkflowStatem
         self.retrying(lambda: WorkerStatus.objects.using(self.db).filter(pk=worker.pk).update(last_seen=now))
 
     def tick(
-        self, worker: WorkerStatus, now: datetime.datetime, ping: int | None = None
+        self,
+        worker: WorkerStatus,
+        now: datetime.datetime,
+        ping: int | None = None,
+        then: Callable[[list[WorkerStatus]], None] | None = None,
     ) -> tuple[datetime.datetime | None, list[WorkerStatus]]:
         """The per-tick bookkeeping of an idle worker, in one transaction (one commit): heartbeat,
         wake due sleeping executions, and send ``ping`` to the worker's listener (see ``listener``);
-        returns when the next sleeping one is due, and the live workers."""
+        returns when the next sleeping one is due, and the live workers.
 
-        def transact() -> tuple[datetime.datetime | None, list[WorkerStatus]]:
+        ``then(live workers)``: more work for the same transaction (the worker's housekeeping round), in
+        a savepoint: if the database refuses it, the tick's own writes still commit and its error is
+        raised after the commit (a busy database or a deadlock runs the whole transaction again)."""
+
+        def transact() -> tuple[datetime.datetime | None, list[WorkerStatus], DatabaseError | None]:
             with transaction.atomic(using=self.db):
                 WorkerStatus.objects.using(self.db).filter(pk=worker.pk).update(last_seen=now)
                 self.read_paused()
                 next_sleeping = self.wake_sleeping(now)
                 if ping is not None:
                     self.send_ping(worker, ping)
-                return next_sleeping, self.live_workers()
+                live = self.live_workers()
+                failure = None
+                if then is not None:
+                    try:
+                        with transaction.atomic(using=self.db):
+                            then(live)
+                    except DatabaseError as exc:
+                        if self.is_busy_error(exc) or self.connection.needs_rollback:
+                            raise  # the transaction itself is lost: run it all again, or let the worker back off
+                        failure = exc
+                return next_sleeping, live, failure
 
-        result = self.retrying(transact)
+        next_sleeping, live, failure = self.retrying(transact)
         worker.last_seen = now
-        return result
+        if failure is not None:
+            raise failure
+        return next_sleeping, live
 
     def send_ping(self, worker: WorkerStatus, seq: int) -> None:
         """Within the tick's transaction: tell the worker's listener that ping ``seq`` was sent."""

@@ -21,6 +21,8 @@ logger = logging.getLogger("django_toosimple_q.worker")
 
 #: Seconds between housekeeping rounds (unknown tasks, stopped workers' leftovers, retention).
 HOUSEKEEPING_INTERVAL = 60.0
+#: Executions deleted per statement by the retention.
+PRUNE_BATCH = 1000
 
 
 class Duties:
@@ -45,6 +47,11 @@ class Duties:
         self._last_heartbeat: datetime.datetime  # set by registered()
         self._due: datetime.datetime | None = None  # None: at the first pass
         self._last_housekeeping: datetime.datetime | None = None
+        #: Whether a housekeeping round ran on its own transactions (the first one does: its first
+        #: count of the metrics' totals may read the whole history); later rounds ride in the tick's.
+        self._housekept = False
+        #: The retention found more to delete than one batch: go on after the tick's transaction.
+        self._prune_more = False
 
     def registered(self, status: WorkerStatus, now: datetime.datetime) -> None:
         self.status = status
@@ -84,20 +91,59 @@ class Duties:
         every ``HOUSEKEEPING_INTERVAL`` at most, the housekeeping (see ``housekeeping``)."""
         self.reread_sleeping.clear()
         ping = self.listener.ping_due(time.monotonic()) if self.listener is not None else None
-        next_sleeping, live = self.engine.tick(self.status, now, ping)
+        last = self._last_housekeeping
+        housekeeping = last is None or (now - last).total_seconds() >= max(self.tick, HOUSEKEEPING_INTERVAL)
+        if housekeeping:
+            self._last_housekeeping = now  # a round that fails is tried again at the next one, not at once
+        inside = None
+        if housekeeping and self._housekept:
+            # In the tick's transaction: an idle worker then commits once per tick, housekeeping included.
+            def inside(live: list[WorkerStatus]) -> None:
+                self.housekeeping_round(now, live, prune_seconds=0.0)
+
+        next_sleeping, live = self.engine.tick(self.status, now, ping, inside)
         if ping is not None:
             self.listener.ping_sent(ping, time.monotonic())
         self._last_heartbeat = now
         self._due = now + datetime.timedelta(seconds=self.tick)
         if next_sleeping is not None:
             self._due = min(self._due, next_sleeping)
-        dead = [w.pk for w in live if not w.is_fresh(now) and w.pk != self.status.pk]
-        last = self._last_housekeeping
-        housekeeping = last is None or (now - last).total_seconds() >= max(self.tick, HOUSEKEEPING_INTERVAL)
-        self.rescue(now, dead, include_stopped=housekeeping)
-        if housekeeping:
-            self._last_housekeeping = now
-            self.housekeeping(now, live)
+        if housekeeping and inside is None:
+            self.housekeeping_round(now, live, prune_seconds=1.0)
+            self._housekept = True
+        elif not housekeeping:
+            self.rescue(now, self._dead(live, now), include_stopped=False)
+        if self._prune_more:
+            self.prune(now, seconds=1.0)
+
+    def _dead(self, live: list[WorkerStatus], now: datetime.datetime) -> list[int]:
+        return [w.pk for w in live if not w.is_fresh(now) and w.pk != self.status.pk]
+
+    def housekeeping_round(self, now: datetime.datetime, live: list[WorkerStatus], prune_seconds: float) -> None:
+        """Every ``HOUSEKEEPING_INTERVAL``: rescue from dead and stopped workers, then ``housekeeping``."""
+        self.rescue(now, self._dead(live, now), include_stopped=True)
+        self.housekeeping(now, live, prune_seconds)
+
+    def prune(self, now: datetime.datetime, seconds: float) -> None:
+        """Retention: small batches, for about ``seconds`` (0: one batch; ``_prune_more`` says if more
+        is left, for after the tick's transaction)."""
+        self._prune_more = False
+        keep = conf.delete_finished_after()
+        if keep is None:
+            return
+        deadline = time.monotonic() + seconds
+        deleted, batch = 0, -1
+        while not self._stopping.is_set():
+            batch = self.engine.prune(now - keep, PRUNE_BATCH)
+            deleted += batch
+            if batch < PRUNE_BATCH or time.monotonic() >= deadline:
+                break
+        if 0 <= batch < PRUNE_BATCH:  # none left
+            self.engine.prune_workers(now - keep)
+        else:
+            self._prune_more = seconds == 0.0
+        if deleted:
+            logger.info("Deleted %s execution(s) finished more than %s ago", deleted, keep)
 
     def rescue(self, now: datetime.datetime, dead: list[int], include_stopped: bool) -> None:
         for orphan in self.engine.orphans(dead, include_stopped):
@@ -114,7 +160,7 @@ class Duties:
                     "Rescued %s #%s from a dead worker: replaced by #%s", orphan.task_name, orphan.pk, replacement.pk
                 )
 
-    def housekeeping(self, now: datetime.datetime, live: list[WorkerStatus]) -> None:
+    def housekeeping(self, now: datetime.datetime, live: list[WorkerStatus], prune_seconds: float = 1.0) -> None:
         """Move the metrics' totals forward; invalidate executions of tasks that no online worker knows;
         delete old finished ones; the schedules' rows (unknown ones invalidated, changes made elsewhere read)."""
         # The metrics' totals: executions finished a few minutes ago and before are counted there.
@@ -125,20 +171,7 @@ class Duties:
         count = self.engine.invalidate_unknown(known, now - datetime.timedelta(seconds=grace), now)
         if count:
             logger.warning("Marked %s execution(s) INVALID: no online worker has their task registered", count)
-        keep = conf.delete_finished_after()
-        if keep is not None:
-            # Small batches, for at most about a second per housekeeping round.
-            deadline = time.monotonic() + 1.0
-            deleted, batch = 0, -1
-            while time.monotonic() < deadline and not self._stopping.is_set():
-                batch = self.engine.prune(now - keep)
-                deleted += batch
-                if batch == 0:
-                    break
-            if batch == 0:
-                self.engine.prune_workers(now - keep)
-            if deleted:
-                logger.info("Deleted %s execution(s) finished more than %s ago", deleted, keep)
+        self.prune(now, prune_seconds)
         if self.scheduler:
             # Rolling deploys: a schedule missing from this worker's code may be in an older one's.
             known_schedules = set(schedules_registry).union(*(worker.schedules or [] for worker in online))
