@@ -655,7 +655,8 @@ def test_the_rescue_of_a_unique_step_merges_into_a_twin_queued_meanwhile(workers
     last = chain(step("wf_unique_hangs").s(4, "hangs"), step("wf_double").s()).queue()
     args = ["--tick", "0.5", "--timeout", "3"]
     victim = workers.start(*args)
-    wait_for(lambda: Record.objects.filter(key="hangs").exists(), timeout=60)
+    # Its first run has queued the twin (after recording itself: wait for the twin, not the record).
+    wait_for(lambda: TaskExec.objects.filter(task_name="wf_unique_hangs", state=States.SLEEPING).exists(), timeout=60)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     workers.start(*args)
