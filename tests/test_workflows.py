@@ -428,6 +428,20 @@ def _listening_backends():
         return cursor.fetchall()
 
 
+def _waiting_thread(execution):
+    """``execution.wait()`` in a thread of its own, once registered with a listening listener; returns
+    the thread and the list that receives ``(final execution, time.perf_counter() when it returned)``."""
+    woke = []
+
+    def waiter():
+        woke.append((_closing_connections(execution.wait, 30), time.perf_counter()))
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    wait_for(lambda: _registered_waiters() == 1 and _listener_ready(), timeout=10)
+    return thread, woke
+
+
 def _closing_connections(function, *args):
     """Run ``function`` and close the database connections of the thread it ran in."""
     from django.db import connections
@@ -490,14 +504,7 @@ def test_concurrent_async_waits_share_one_listening_connection(transactional_db)
 def test_a_shared_wait_follows_a_retry_to_its_replacement(transactional_db):
     """The waiter registered for the first run moves to the retry's row when its check names it."""
     execution = step("wf_flaky").s(1, "flaky-shared").queue()
-    woke = []
-
-    def waiter():
-        woke.append((_closing_connections(execution.wait, 30), time.perf_counter()))
-
-    thread = threading.Thread(target=waiter)
-    thread.start()
-    wait_for(lambda: _registered_waiters() == 1 and _listener_ready(), timeout=10)
+    thread, woke = _waiting_thread(execution)
     run_worker_here()
     finished = time.perf_counter()
     thread.join(timeout=10)
@@ -516,14 +523,7 @@ def test_a_killed_listening_connection_is_replaced_and_wakes_its_waiters(transac
     monkeypatch.setattr(waiting, "IDLE_CLOSE", 30.0)  # keep the new connection open to see it
     monkeypatch.setattr(waiting, "FIRST_RECONNECT", 0.5)
     execution = step("wf_double").s(1).queue()
-    woke = []
-
-    def waiter():
-        woke.append((_closing_connections(execution.wait, 30), time.perf_counter()))
-
-    thread = threading.Thread(target=waiter)
-    thread.start()
-    wait_for(lambda: _registered_waiters() == 1 and _listener_ready(), timeout=10)
+    thread, woke = _waiting_thread(execution)
     (killed, _query), = _listening_backends()
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_terminate_backend(%s)", [killed])
@@ -545,14 +545,11 @@ def test_no_listening_connection_outlives_the_last_wait(transactional_db):
     from django_toosimple_q import waiting
 
     execution = step("wf_double").s(5).queue()
-    finals = []
-    thread = threading.Thread(target=lambda: finals.append(_closing_connections(execution.wait, 30)))
-    thread.start()
-    wait_for(lambda: _registered_waiters() == 1 and _listener_ready(), timeout=10)
+    thread, woke = _waiting_thread(execution)
     assert len(_listening_backends()) == 1
     run_worker_here()
     thread.join(timeout=10)
-    assert finals[0].result == 10
+    assert woke[0][0].result == 10
     assert not waiting._listeners
     # The server forgets a closed backend within a moment (the client closed it before returning).
     wait_for(lambda: not _listening_backends(), timeout=2, message="a listening connection outlived the wait")
@@ -564,14 +561,11 @@ def test_the_idle_listener_closes_its_connection_and_a_later_wait_opens_one(tran
     monkeypatch.setattr(waiting, "IDLE_CLOSE", 0.3)
 
     def wait_while_the_worker_runs(execution):
-        finals = []
-        thread = threading.Thread(target=lambda: finals.append(_closing_connections(execution.wait, 30)))
-        thread.start()
-        wait_for(lambda: _registered_waiters() == 1 and _listener_ready(), timeout=10)
+        thread, woke = _waiting_thread(execution)
         (backend, _query), = _listening_backends()
         run_worker_here()
         thread.join(timeout=10)
-        return finals[0], backend
+        return woke[0][0], backend
 
     first, backend = wait_while_the_worker_runs(step("wf_double").s(1).queue())
     assert first.result == 2

@@ -532,11 +532,7 @@ class Engine(Inserts, ScheduleStatements, Totals, FlowStatements, WorkflowStatem
                     released += rows.update(state=States.QUEUED, started=None, worker=None)
                     if execution.is_unique:
                         # Waiting again: its call is unique again, unless an identical call was queued meanwhile.
-                        key = (
-                            execution.call_fingerprint()
-                            if execution.workflow_id is None
-                            else self.step_fingerprint(execution)
-                        )
+                        key = self.step_fingerprint(execution)  # a plain call's, unless it receives
                         try:
                             with transaction.atomic(using=self.db):
                                 self.objects().filter(pk=execution.pk).update(unique_key=key)

@@ -114,14 +114,20 @@ class Inserts:
                 waiting[key] = wanted
             elif waiting[key] is not wanted and wanted.due < waiting[key].due:
                 row = waiting[key]
-                row.due = wanted.due
-                if row.due <= timezone.now():
-                    row.state = States.QUEUED
-                self.objects().filter(pk=row.pk).update(due=row.due, state=row.state)
+                self.objects().filter(pk=row.pk).update(**self.moved_earlier(row, wanted.due, timezone.now()))
         for execution in executions:
             kept = waiting[execution.unique_key]
             if kept is not execution:
                 execution._merged_into = kept
+
+    @staticmethod
+    def moved_earlier(row: TaskExec, due: datetime.datetime, now: datetime.datetime) -> dict[str, Any]:
+        """A waiting unique call absorbs one due sooner (``due``): set its due (and QUEUED if due now) on
+        ``row``, and return the fields to write."""
+        row.due = due
+        if due <= now:
+            row.state = States.QUEUED
+        return {"due": row.due, "state": row.state}
 
     def _insert_one_unique(self, execution: TaskExec) -> bool:
         """Where the database cannot skip conflicting rows: one savepoint per row."""

@@ -40,6 +40,8 @@ class WorkflowStatements:
         def retrying(self, operation: Callable[[], T], attempts: int = 50) -> T: ...
         def insert_many(self, executions: Sequence[TaskExec]) -> list[TaskExec]: ...
         def announce_finished(self, ids: Iterable[int]) -> None: ...
+        @staticmethod
+        def moved_earlier(row: TaskExec, due: datetime.datetime, now: datetime.datetime) -> dict[str, Any]: ...
 
     def links(self) -> Any:
         return StepLink.objects.using(self.db)
@@ -221,9 +223,9 @@ class WorkflowStatements:
         return merged
 
     def step_fingerprint(self, execution: TaskExec) -> str | None:
-        """The unique key of a step's call: its task, the positional arguments it will run with (what
-        it receives, then its own) and its keyword arguments; so a step that receives 7 is the same call
-        as ``task.queue(7)``. None when it receives a failure (an ``UpstreamFailed`` is no call's
+        """The unique key of a call (``call_fingerprint``); for a step that receives what its upstream
+        steps pass: its task, the positional arguments it will run with (what it receives, then its own)
+        and its keyword arguments, so a step that receives 7 is the same call as ``task.queue(7)``. None when it receives a failure (an ``UpstreamFailed`` is no call's
         argument) or its upstream rows are gone."""
         if not execution.receives:
             return execution.call_fingerprint()
@@ -265,9 +267,7 @@ class WorkflowStatements:
             # Its outcome must release the steps now linked after it.
             changes["workflow_id"] = twin.workflow_id = step.workflow_id
         if step.due < twin.due:
-            changes["due"] = twin.due = step.due
-            if step.due <= now:
-                changes["state"] = twin.state = States.QUEUED
+            changes.update(self.moved_earlier(twin, step.due, now))
         if changes:
             self.objects().filter(pk=twin.pk).update(**changes)
         self.announce_finished([step.pk])
