@@ -299,9 +299,13 @@ class Listener:
     channel once a ping proved it: a LISTEN through a transaction pooler would otherwise leave every
     task's notification flowing to the pool's other clients (which keep them in memory).
 
-    **Threads.** The listener thread owns the connection; the worker's main thread calls
-    ``ping_due()``, ``ping_sent()``, ``trusted()`` and ``seconds_until_check()``; ``_lock`` guards
-    what both touch.
+    **Threads.** The listener thread opens, reopens and closes the connection. Both it and the
+    worker's main thread read notifications from it: the main thread sleeps on the connection's socket
+    too (``fileno()``) and, woken by it, reads what arrived itself (``take_notifications()``), so a new
+    task's notification wakes the thread that claims it directly; the listener thread reads whatever
+    arrives while the main thread is busy (a pause still reaches the task threads at once). ``_io``
+    serializes the reading; ``_lock`` guards the state behind ``ping_due()``, ``ping_sent()``,
+    ``trusted()`` and ``seconds_until_check()``.
     """
 
     def __init__(
@@ -326,6 +330,12 @@ class Listener:
         # Wakes the thread out of its wait at once on stop().
         self._stop_r, self._stop_w = socket.socketpair()
         self._lock = threading.Lock()
+        #: Held while a thread reads from the connection (or sends LISTEN on it).
+        self._io = threading.Lock()
+        #: The connection once its first LISTEN is in place, and its socket (None: none to read; the
+        #: main thread's last read failed, and the listener thread reopens it).
+        self._conn: Any = None
+        self._fd: int | None = None
         self._connected = False  # the LISTEN connection is open (it may still receive nothing)
         self._received = 0  # highest ping seq received on this connection, once the work channel is LISTENed
         self._latest_ping = 0  # highest seen by the listener thread, not yet acted upon
@@ -399,6 +409,23 @@ class Listener:
                 return float("inf")
             return max(self._sent[0][1] + PING_DELAY - now, 0.0)
 
+    def fileno(self) -> int | None:
+        """The connection's socket, for the main thread to sleep on (None while there is none)."""
+        return self._fd
+
+    def take_notifications(self) -> None:
+        """Read what arrived on the connection, in the calling thread (the main thread, woken by its
+        socket). A failure is left to the listener thread, which sees the same socket and reopens the
+        connection; meanwhile the main thread stops sleeping on it."""
+        with self._io:
+            conn = self._conn
+            if conn is None:
+                return
+            try:
+                self._read(conn)
+            except Exception:  # noqa: BLE001 - the listener thread reconnects
+                self._fd = None
+
     # -- the listener thread -----------------------------------------------------------------------
 
     def _connect(self) -> Any:
@@ -430,6 +457,8 @@ class Listener:
                     self._stop.wait(delay)
                     delay = min(delay * 2, 30.0)
                 finally:
+                    with self._io:
+                        self._conn = self._fd = None
                     with self._lock:
                         self._connected = False
                         self._received = 0
@@ -454,23 +483,32 @@ class Listener:
             self._probes = 0
             self._connected = True
         logger.debug("Listening on %r", self.ping_channel)
+        fd = conn.fileno()
+        with self._io:
+            self._conn, self._fd = conn, fd
         self.wake(True)  # the worker's duties run now, and send the first ping
-        encoding = conn.info.encoding
         with selectors.DefaultSelector() as selector:
-            selector.register(conn.fileno(), selectors.EVENT_READ)
+            selector.register(fd, selectors.EVENT_READ)
             selector.register(self._stop_r, selectors.EVENT_READ)
             while not self._stop.is_set():
                 selector.select(timeout=5.0)
                 if self._stop.is_set():
                     return
-                pgconn = conn.pgconn
-                pgconn.consume_input()  # raises when the connection is gone
-                while (notify := pgconn.notifies()) is not None:
-                    self._notified(notify.relname.decode(encoding), notify.extra.decode(encoding))
-                if pgconn.status != 0:  # not CONNECTION_OK
-                    raise ConnectionError("the LISTEN connection was closed")
-                self._take_pings(conn)
+                with self._io:  # the main thread may have read it already: then nothing is waiting
+                    self._read(conn)
                 self._check_silence()
+
+    def _read(self, conn: Any) -> None:
+        """Hand over the notifications that arrived, and act on the pings; raises when the connection
+        is gone. Called with ``_io`` held, by either thread."""
+        pgconn = conn.pgconn
+        pgconn.consume_input()  # raises when the connection is gone
+        encoding = conn.info.encoding
+        while (notify := pgconn.notifies()) is not None:
+            self._notified(notify.relname.decode(encoding), notify.extra.decode(encoding))
+        if pgconn.status != 0:  # not CONNECTION_OK
+            raise ConnectionError("the LISTEN connection was closed")
+        self._take_pings(conn)
 
     def _notified(self, channel: str, payload: str) -> None:
         if channel == self.ping_channel:

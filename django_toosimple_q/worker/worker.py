@@ -29,6 +29,7 @@ from .duties import Duties
 from .executor import log_outcome
 from .pool import TaskPool
 from .scheduler import Scheduler
+from .waking import Waker
 
 logger = logging.getLogger("django_toosimple_q.worker")
 States = TaskExec.States
@@ -94,7 +95,8 @@ class Worker:
         self.abandoned = False
         self._stopping = threading.Event()
         self._abandon = threading.Event()
-        self._wake = threading.Event()
+        #: Ends the main thread's sleep (outcomes, stops, notifications read by the listener thread).
+        self._wake = Waker()
         self._grace_deadline: float | None = None
         self._listener = None
         #: Whether the listener is trusted (it proves that notifications arrive), as last recorded.
@@ -236,34 +238,46 @@ class Worker:
             free, claimed = 0, []  # the threads have work enough: record and claim in a bigger batch
         for execution in claimed:
             self._in_flight[execution.pk] = execution
-            self.pool.submit(execution)
 
         if self.once:
+            self._start(claimed)
             self._wait_for_all()
             return None
         if self.until_done and free > 0 and not claimed and not self._in_flight and not self._flow_waiting():
             return None
-        if self.pool.has_finished() and self.pool.waiting() <= self._refill_below():
-            return True  # outcomes to record, and the threads' claimed-ahead work runs low
+        sleep = self._sleep_after(claimed, free)
+        # Started last: this thread then goes to sleep at once and leaves the interpreter to the task
+        # threads (a thread woken to start a task would otherwise wait for this one to finish its pass).
+        self._start(claimed)
+        if sleep is not None:
+            self.wait(sleep)
+        return True
+
+    def _start(self, claimed: list[TaskExec]) -> None:
+        for execution in claimed:
+            self.pool.submit(execution)
+
+    def _sleep_after(self, claimed: list[TaskExec], free: int) -> float | None:
+        """Seconds to sleep after a pass that claimed ``claimed`` out of ``free``; None: pass again now."""
+        duties = self.duties
+        if self.pool.has_finished() and self.pool.waiting() + len(claimed) <= self._refill_below():
+            return None  # outcomes to record, and the threads' claimed-ahead work runs low
         if self._in_flight and len(claimed) >= free:
             # Every slot is busy and there may be more work: wait for an outcome, not a tick.
-            self.wait(min(duties.seconds_until_heartbeat(), duties.seconds_until_schedule()))
-        elif not claimed:
-            # Idle: until the next duties (tick or sleeping execution due), an outcome, a notification, or
-            # (trusting the listener) until the ping in flight is overdue.
-            listener = self._listener
-            until_check = listener.seconds_until_check(time.monotonic()) if listener and self._listening else float("inf")
-            until_flow = max(self._flow_retry - time.monotonic(), 0.0) if self._flow_retry is not None else float("inf")
-            self.wait(
-                min(
-                    duties.seconds_until_heartbeat(),
-                    duties.seconds_until_due(),
-                    duties.seconds_until_schedule(),
-                    until_check,
-                    until_flow,
-                )
-            )
-        return True
+            return min(duties.seconds_until_heartbeat(), duties.seconds_until_schedule())
+        # Idle, or the claim took every waiting execution: until the next duties (tick or sleeping
+        # execution due), an outcome, a notification, or (trusting the listener) until the ping in
+        # flight is overdue. After a partial claim another pass would find nothing to claim.
+        listener = self._listener
+        until_check = listener.seconds_until_check(time.monotonic()) if listener and self._listening else float("inf")
+        until_flow = max(self._flow_retry - time.monotonic(), 0.0) if self._flow_retry is not None else float("inf")
+        return min(
+            duties.seconds_until_heartbeat(),
+            duties.seconds_until_due(),
+            duties.seconds_until_schedule(),
+            until_check,
+            until_flow,
+        )
 
     def record_and_claim(self, capacity: int, now: datetime.datetime) -> tuple[int, list[TaskExec]]:
         """Record the outcomes finished so far and claim executions up to ``capacity`` held at once,
@@ -400,9 +414,14 @@ class Worker:
         return queue_name not in self.excluded_queues
 
     def wait(self, seconds: float) -> None:
-        """Sleep until ``seconds`` pass, an outcome arrives, a notification comes or a stop is asked."""
-        self._wake.wait(max(seconds, 0))
-        self._wake.clear()
+        """Sleep until ``seconds`` pass, an outcome arrives, a notification comes or a stop is asked. A
+        notification arriving on the listener's connection is read here, by this thread (see
+        ``waking``)."""
+        listener = self._listener
+        fd = listener.fileno() if listener is not None else None
+        if self._wake.wait(seconds, fd) and listener is not None:
+            listener.take_notifications()
+            self._wake.clear()  # this thread was already awake for what it just read
 
     def _wait_for_all(self) -> None:
         """Wait until every claimed execution has run and its outcome is recorded."""
