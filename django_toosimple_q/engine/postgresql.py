@@ -8,6 +8,7 @@ listener proves it receives (see ``Listener``); otherwise the worker polls every
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime
 import logging
 import selectors
@@ -329,6 +330,10 @@ class Listener:
         self._stop = threading.Event()
         # Wakes the thread out of its wait at once on stop().
         self._stop_r, self._stop_w = socket.socketpair()
+        # Wakes the thread when the main thread read a first ping, to send the LISTEN it calls for.
+        self._kick_r, self._kick_w = socket.socketpair()
+        self._kick_r.setblocking(False)
+        self._kick_w.setblocking(False)
         self._lock = threading.Lock()
         #: Held while a thread reads from the connection (or sends LISTEN on it).
         self._io = threading.Lock()
@@ -422,7 +427,7 @@ class Listener:
             if conn is None:
                 return
             try:
-                self._read(conn)
+                self._read(conn, blocking=False)
             except Exception:  # noqa: BLE001 - the listener thread reconnects
                 self._fd = None
 
@@ -468,11 +473,29 @@ class Listener:
                         except Exception:  # noqa: BLE001
                             pass
         finally:
-            self._stop_r.close()
-            self._stop_w.close()
+            for end in (self._stop_r, self._stop_w, self._kick_r, self._kick_w):
+                end.close()
 
     def _listen(self, conn: Any) -> None:
         """LISTEN, then hand notifications over until stopped; raises when the connection fails."""
+        fd = self._open(conn)
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_READ)
+            selector.register(self._stop_r, selectors.EVENT_READ)
+            selector.register(self._kick_r, selectors.EVENT_READ)
+            while not self._stop.is_set():
+                selector.select(timeout=5.0)
+                if self._stop.is_set():
+                    return
+                with contextlib.suppress(OSError):
+                    self._kick_r.recv(64)
+                with self._io:  # the main thread may have read it already: then nothing is waiting
+                    self._read(conn)
+                self._check_silence()
+
+    def _open(self, conn: Any) -> int:
+        """LISTEN to the ping channel on a new connection and offer it to the main thread; returns its
+        socket."""
         conn.add_notify_handler(lambda n: self._notified(n.channel, n.payload))  # while a statement runs
         self._latest_ping = 0
         conn.execute(f"LISTEN {self.ping_channel}")
@@ -487,20 +510,12 @@ class Listener:
         with self._io:
             self._conn, self._fd = conn, fd
         self.wake(True)  # the worker's duties run now, and send the first ping
-        with selectors.DefaultSelector() as selector:
-            selector.register(fd, selectors.EVENT_READ)
-            selector.register(self._stop_r, selectors.EVENT_READ)
-            while not self._stop.is_set():
-                selector.select(timeout=5.0)
-                if self._stop.is_set():
-                    return
-                with self._io:  # the main thread may have read it already: then nothing is waiting
-                    self._read(conn)
-                self._check_silence()
+        return fd
 
-    def _read(self, conn: Any) -> None:
+    def _read(self, conn: Any, blocking: bool = True) -> None:
         """Hand over the notifications that arrived, and act on the pings; raises when the connection
-        is gone. Called with ``_io`` held, by either thread."""
+        is gone. Called with ``_io`` held, by either thread; ``blocking``: may wait for the server (the
+        main thread may not: a link that hangs would hold its heartbeats)."""
         pgconn = conn.pgconn
         pgconn.consume_input()  # raises when the connection is gone
         encoding = conn.info.encoding
@@ -508,7 +523,7 @@ class Listener:
             self._notified(notify.relname.decode(encoding), notify.extra.decode(encoding))
         if pgconn.status != 0:  # not CONNECTION_OK
             raise ConnectionError("the LISTEN connection was closed")
-        self._take_pings(conn)
+        self._take_pings(conn, blocking)
 
     def _notified(self, channel: str, payload: str) -> None:
         if channel == self.ping_channel:
@@ -526,7 +541,7 @@ class Listener:
         if self.queues_served(queue):
             self.wake(sleeping)
 
-    def _take_pings(self, conn: Any) -> None:
+    def _take_pings(self, conn: Any, blocking: bool) -> None:
         """Act on the pings that came back: the first one on this connection proves it, so LISTEN to the
         work channel, then have the worker claim what was queued before and re-read the sleeping ones
         (their notifications were missed)."""
@@ -536,6 +551,10 @@ class Listener:
                 return
             first = not self._received
         if first:
+            if not blocking:
+                with contextlib.suppress(OSError):  # full (kicked already) or closed (stopping)
+                    self._kick_w.send(b"!")  # a round trip: the listener thread's to wait for, not the main thread's
+                return
             conn.execute(f"LISTEN {CHANNEL}")
             logger.debug("Listening on %r", CHANNEL)
         with self._lock:
