@@ -27,6 +27,11 @@ class Waker:
         self._reader.setblocking(False)
         self._writer.setblocking(False)
         self._set = False
+        # Kept from one sleep to the next (only the sleeping thread touches it): a busy worker sleeps
+        # and wakes once per outcome.
+        self._poller = select.poll()
+        self._poller.register(self._reader, select.POLLIN)
+        self._watched: int | None = None
 
     def set(self) -> None:
         if self._set:
@@ -43,16 +48,29 @@ class Waker:
     def wait(self, seconds: float, fd: int | None = None) -> bool:
         """Sleep up to ``seconds`` unless set; return whether ``fd`` (if given) became readable. Clears
         the flag before returning."""
-        readable = False
-        if not self._set:
-            poller = select.poll()
-            poller.register(self._reader, select.POLLIN)
+        if self._set:
+            self.clear()
+            return False
+        if fd != self._watched:
+            if self._watched is not None:
+                self._poller.unregister(self._watched)
             if fd is not None:
-                poller.register(fd, select.POLLIN)
-            # poll() retries after a signal handler ran (PEP 475); a handler's set() has written a byte.
-            events = poller.poll(min(max(seconds, 0.0), LONGEST) * 1000)
-            readable = fd is not None and any(ready == fd for ready, _ in events)
-        self.clear()
+                self._poller.register(fd, select.POLLIN)
+            self._watched = fd
+        # poll() retries after a signal handler ran (PEP 475); a handler's set() has written a byte.
+        events = self._poller.poll(min(max(seconds, 0.0), LONGEST) * 1000)
+        readable = woken = False
+        for ready, _ in events:
+            if ready == fd:
+                readable = True
+            else:
+                woken = True
+        if woken:
+            self.clear()
+        else:
+            # Woken by ``fd`` or the timeout: no byte to drain, unless a set() is under way, whose byte
+            # then ends the next sleep at once (and is drained then).
+            self._set = False
         return readable
 
     def clear(self) -> None:
