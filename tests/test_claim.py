@@ -71,6 +71,38 @@ def test_a_claimed_execution_is_the_stored_row(due, created, args, kwargs, prior
     assert got["started"] == now and got["state"] == States.PROCESSING and got["worker_id"] == owner.pk
 
 
+names = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), min_size=1, max_size=20)
+
+
+@pytest.mark.django_db(transaction=True)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(task_name=names, queue=names)
+def test_the_claim_selects_by_any_task_and_queue_name(task_name, queue):
+    """On PostgreSQL the names reach the claim function as array literals made by ``text_array``."""
+    TaskExec.objects.all().delete()
+    owner = a_worker()
+    other = f"other:{queue}"  # distinct under any collation (MariaDB compares without case and trailing spaces)
+    mine, theirs = (
+        TaskExec.objects.create(task_name=task_name, args=[], kwargs={}, queue=name, due=timezone.now(), state=States.QUEUED)
+        for name in (queue, other)
+    )
+    engine = get_engine()
+    assert [e.pk for e in engine.claim(owner, Selection([task_name], [], [queue]), 5, timezone.now())] == [theirs.pk]
+    assert [e.pk for e in engine.claim(owner, Selection(["unknown", task_name], [queue], []), 5, timezone.now())] == [mine.pk]
+
+
+@pytest.mark.postgresql_only
+@pytest.mark.django_db
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.lists(text, max_size=6))
+def test_the_array_literal_of_the_claim_reads_back_as_the_list(values):
+    from django_toosimple_q.engine.postgresql import text_array
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT %s::text[]", [text_array(tuple(values))])
+        assert cursor.fetchone()[0] == values
+
+
 @pytest.mark.django_db(transaction=True)
 def test_an_idle_claim_is_one_statement_without_a_transaction():
     owner = a_worker()

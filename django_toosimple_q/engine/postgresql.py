@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime
+import functools
 import logging
 import selectors
 import socket
@@ -75,6 +76,15 @@ def read_utc(value: str | None, expression: Any = None, connection: Any = None) 
         return datetime.datetime.fromisoformat(value).replace(tzinfo=datetime.timezone.utc)
     except ValueError:
         raise DataError(f"A datetime of an execution cannot be read in Python: {value!r}") from None
+
+
+@functools.lru_cache(maxsize=256)
+def text_array(values: tuple[str, ...]) -> str:
+    """The PostgreSQL array literal of ``values``, every element double-quoted (so that commas, braces,
+    spaces, quotes, backslashes and the word NULL stay text), for a ``%s::text[]`` parameter. A worker
+    claims with the same lists again and again: each literal is made once."""
+    quoted = ('"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' for value in values)
+    return "{" + ",".join(quoted) + "}"
 
 
 #: Outcomes recorded by ``finish_many`` whose announcement (``announce_finished``) rides in its statement.
@@ -185,13 +195,19 @@ class PostgreSQLEngine(Engine):
         round trip, commit included, between a notification and the task's start."""
         if limit <= 0 or not selection.task_names:
             return []
-        sql = f"SELECT {self._returning()} FROM toosimpleq_claim(%s, %s, %s, %s, %s, %s)"
+        # The lists as array literals and the time as ISO text, cast by the statement: the driver
+        # then quotes three strings instead of dumping each list element by element (about 40 us of
+        # a warm process per claim, several times that in one idle just before).
+        sql = (
+            f"SELECT {self._returning()} FROM "
+            "toosimpleq_claim(%s::text[], %s::text[], %s::text[], %s, %s::timestamptz, %s)"
+        )
         params = [
-            selection.task_names,
-            selection.queues or None,
-            selection.excluded_queues or None,
+            text_array(tuple(selection.task_names)),
+            text_array(tuple(selection.queues)) if selection.queues else None,
+            text_array(tuple(selection.excluded_queues)) if selection.excluded_queues else None,
             limit,
-            now,
+            now.isoformat(),
             worker.pk,
         ]
 
