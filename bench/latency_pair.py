@@ -1,0 +1,70 @@
+"""Pick-up latency of two checkouts under the same conditions: one idle worker from each (own queue),
+samples alternating between them, so that the machine's drift (which moves whole runs of
+``run.py --only latency`` by more than the difference sought) falls on both alike.
+
+    python bench/run.py --only latency --db postgresql --keep     # makes the bench database
+    python bench/latency_pair.py CHECKOUT_A CHECKOUT_B [SAMPLES]
+
+PostgreSQL only (the bench database ``toosimpleq_bench``, or ``BENCH_DB_NAME``); the executions'
+table is emptied first. Run it twice with the checkouts swapped: the queue and the order matter a
+little. Prints p50/p90 in ms from the enqueuing commit to the task's start, per checkout.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import time
+
+a, b = sys.argv[1], sys.argv[2]
+samples = int(sys.argv[3]) if len(sys.argv) > 3 else 200
+os.environ.update(DJANGO_SETTINGS_MODULE="bench.settings", BENCH_DB="postgresql")
+os.environ.setdefault("BENCH_DB_NAME", "toosimpleq_bench")
+sys.path.insert(0, a)  # the bench process itself runs A's code
+
+import django  # noqa: E402
+
+django.setup()
+
+from bench.benchapp.tasks import stamp  # noqa: E402
+from django_toosimple_q.engine import get_engine  # noqa: E402
+from django_toosimple_q.models import TaskExec  # noqa: E402
+
+WARMUP = 6
+TaskExec.objects.all().delete()
+procs = []
+for root, queue in ((a, "pair_a"), (b, "pair_b")):
+    env = dict(os.environ, PYTHONPATH=root, PYTHONUNBUFFERED="1")
+    command = [sys.executable, "-m", "django", "worker", "--reload", "never", "--queue", queue]
+    with open(os.path.join(root, "bench", "results", f"latency-pair-{queue}.log"), "w") as log:
+        procs.append(subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT))
+time.sleep(4)  # started, registered, listener trusted
+results: dict[str, list[float]] = {"pair_a": [], "pair_b": []}
+try:
+    for index in range(samples + WARMUP):
+        queue = "pair_a" if index % 2 == 0 else "pair_b"
+        time.sleep(random.uniform(0, 0.05))
+        execution = stamp.new_exec((), {})
+        execution.queue = queue
+        execution = get_engine().insert(execution)
+        committed = time.time()
+        deadline = committed + 30
+        while time.time() < deadline:
+            state, result = TaskExec.objects.filter(pk=execution.pk).values_list("state", "result").get()
+            if state == TaskExec.States.SUCCEEDED:
+                break
+            time.sleep(0.003)
+        else:
+            raise SystemExit(f"sample {index} ({queue}) did not run within 30 s")
+        if index >= WARMUP:
+            results[queue].append((float(result) - committed) * 1000)
+finally:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.wait()
+for queue, root in (("pair_a", a), ("pair_b", b)):
+    values = sorted(results[queue])
+    print(f"{root}: n={len(values)} p50 {values[len(values) // 2]:.2f} ms, p90 {values[int(len(values) * 0.9)]:.2f} ms")
