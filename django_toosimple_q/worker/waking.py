@@ -50,7 +50,7 @@ class Waker:
         the flag before returning."""
         if self._set:
             self.clear()
-            return False
+            return False  # ``fd`` is not looked at: the pass that follows sleeps again, on it too
         if fd != self._watched:
             if self._watched is not None:
                 self._poller.unregister(self._watched)
@@ -82,7 +82,3 @@ class Waker:
                 pass
         except OSError:  # BlockingIOError: drained
             pass
-
-    def close(self) -> None:
-        self._reader.close()
-        self._writer.close()
