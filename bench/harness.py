@@ -234,6 +234,27 @@ def wait_registered(count: int, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
+def wait_listening(count: int, timeout: float = 60.0) -> None:
+    """Wait until ``count`` workers trust their listener (PostgreSQL: notifications start their work)."""
+    deadline = time.monotonic() + timeout
+    while WorkerStatus.objects.filter(stopped__isnull=True, receives_notifications=True).count() < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{count} worker(s) did not receive notifications within {timeout:g}s")
+        time.sleep(0.05)
+
+
+def wait_result(pk: int, deadline: float) -> float | None:
+    """The result of execution ``pk`` once it finished (None if it did not succeed, or not by ``deadline``,
+    a ``time.time()``): the ``stamp`` task returns when it started."""
+    rows = TaskExec.objects.filter(pk=pk)
+    while time.time() < deadline:
+        state, result = rows.values_list("state", "result").get()
+        if state in TaskExec.States.finished():
+            return result if state == TaskExec.States.SUCCEEDED else None
+        time.sleep(0.003)
+    return None
+
+
 # -- checking a drain ------------------------------------------------------------------------------
 
 

@@ -22,12 +22,14 @@ a, b = sys.argv[1], sys.argv[2]
 samples = int(sys.argv[3]) if len(sys.argv) > 3 else 200
 os.environ.update(DJANGO_SETTINGS_MODULE="bench.settings", BENCH_DB="postgresql")
 os.environ.setdefault("BENCH_DB_NAME", "toosimpleq_bench")
-sys.path.insert(0, a)  # the bench process itself runs A's code
+# This process only queues and reads (this checkout's code, the same for both); each worker runs its own.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import django  # noqa: E402
 
 django.setup()
 
+from bench import harness  # noqa: E402
 from bench.benchapp.tasks import stamp  # noqa: E402
 from django_toosimple_q.engine import get_engine  # noqa: E402
 from django_toosimple_q.models import TaskExec  # noqa: E402
@@ -40,9 +42,9 @@ for root, queue in ((a, "pair_a"), (b, "pair_b")):
     command = [sys.executable, "-m", "django", "worker", "--reload", "never", "--queue", queue]
     with open(os.path.join(root, "bench", "results", f"latency-pair-{queue}.log"), "w") as log:
         procs.append(subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT))
-time.sleep(4)  # started, registered, listener trusted
 results: dict[str, list[float]] = {"pair_a": [], "pair_b": []}
 try:
+    harness.wait_listening(2)  # registered, and picking up work by notification
     for index in range(samples + WARMUP):
         queue = "pair_a" if index % 2 == 0 else "pair_b"
         time.sleep(random.uniform(0, 0.05))
@@ -50,16 +52,11 @@ try:
         execution.queue = queue
         execution = get_engine().insert(execution)
         committed = time.time()
-        deadline = committed + 30
-        while time.time() < deadline:
-            state, result = TaskExec.objects.filter(pk=execution.pk).values_list("state", "result").get()
-            if state == TaskExec.States.SUCCEEDED:
-                break
-            time.sleep(0.003)
-        else:
+        started = harness.wait_result(execution.pk, committed + 30)
+        if started is None:
             raise SystemExit(f"sample {index} ({queue}) did not run within 30 s")
         if index >= WARMUP:
-            results[queue].append((float(result) - committed) * 1000)
+            results[queue].append((float(started) - committed) * 1000)
 finally:
     for proc in procs:
         proc.terminate()

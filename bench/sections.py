@@ -283,7 +283,7 @@ class Bench:
                 try:
                     execution = stamp.queue()
                     committed = time.time()
-                    started = self._wait_result(execution.pk, committed + sample_timeout)
+                    started = harness.wait_result(execution.pk, committed + sample_timeout)
                 except (OperationalError, InterfaceError) as exc:  # a shared server restarting
                     log(f"latency sample {index}: database error, skipped: {str(exc).strip()}")
                     connection.close()
@@ -307,15 +307,6 @@ class Bench:
         if tail:
             log(tail)
         return result
-
-    def _wait_result(self, pk: int, deadline: float) -> float | None:
-        rows = TaskExec.objects.filter(pk=pk)
-        while time.time() < deadline:
-            state, result = rows.values_list("state", "result").get()
-            if state in States.finished():
-                return result if state == States.SUCCEEDED else None
-            time.sleep(0.003)
-        return None
 
     # -- 4. idle cost ------------------------------------------------------------------------------
 

@@ -224,8 +224,9 @@ class WorkflowStatements:
 
     def step_fingerprint(self, execution: TaskExec) -> str | None:
         """The unique key of a call (``call_fingerprint``); for a step that receives what its upstream
-        steps pass: its task, the positional arguments it will run with (what it receives, then its own)
-        and its keyword arguments, so a step that receives 7 is the same call as ``task.queue(7)``. None when it receives a failure (an ``UpstreamFailed`` is no call's
+        steps pass: its task, the positional arguments it will run with (what it receives, then its
+        own) and its keyword arguments, so a step that receives 7 is the same call as
+        ``task.queue(7)``. None when it receives a failure (an ``UpstreamFailed`` is no call's
         argument) or its upstream rows are gone."""
         if not execution.receives:
             return execution.call_fingerprint()
