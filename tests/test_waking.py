@@ -116,6 +116,9 @@ def opened_listener(transactional_db):
     woken.clear()  # the wake-up asked for by the opening itself (the worker's duties run then)
     yield listener, woken, worker
     conn.close()
+    # No thread was started, so nothing else closes the listener's socket pairs.
+    for end in (listener._stop_r, listener._stop_w, listener._kick_r, listener._kick_w):
+        end.close()
 
 
 def prove(listener, worker) -> None:

@@ -132,13 +132,19 @@ class PostgreSQLEngine(Engine):
         functions = ", ".join(["json_array_elements_text(%s::json)"] * len(names))
         assignments = ", ".join(f"{name} = v.{name}::{self.outcome_types[name]}" for name in self.OUTCOME_COLUMNS)
         sql = (
-            f"UPDATE {table} AS t SET {assignments} FROM ROWS FROM ({functions}) AS v({', '.join(names)}) "
+            f"UPDATE {table} AS t SET {assignments} FROM (SELECT *, %s::text AS owned_state, %s::bigint AS owner "
+            f"FROM ROWS FROM ({functions}) AS o({', '.join(names)}) OFFSET 0) AS v "
             # ``|| ''`` and ``+ 0``: the rows are reached by primary key. An index on ``state`` or
             # ``worker_id`` also holds the dead entries of every execution this worker ran since the
             # last vacuum, and with stale statistics the planner would pick it and walk them all.
-            f"WHERE t.id = v.id::bigint AND t.state || '' = %s AND t.worker_id + 0 = %s RETURNING t.id"
+            # The state and the worker expected are columns of ``v`` (kept a subquery by ``OFFSET 0``)
+            # so that these are join conditions: as conditions on ``t`` alone, the planner guesses they
+            # keep one row of the table, and on a table of a few thousand rows it scans the table first
+            # and reads every outcome again for each of its rows (a batch of 128 outcomes: 15-20 ms
+            # instead of 1-3 ms).
+            "WHERE t.id = v.id::bigint AND t.state || '' = v.owned_state AND t.worker_id + 0 = v.owner RETURNING t.id"
         )
-        params: list[Any] = [*(JSON_TEXT.encode(column) for column in columns), States.PROCESSING, worker.pk]
+        params: list[Any] = [States.PROCESSING, worker.pk, *(JSON_TEXT.encode(column) for column in columns)]
         if len(outcomes) <= ANNOUNCED_IN_STATEMENT:
             # The announcement of TaskExec.wait() in the same statement (no round trip more): ids of up
             # to 20 characters each stay within the 8,000 bytes of a notification's payload.
