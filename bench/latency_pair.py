@@ -40,7 +40,9 @@ procs = []
 for root, queue in ((a, "pair_a"), (b, "pair_b")):
     env = dict(os.environ, PYTHONPATH=root, PYTHONUNBUFFERED="1")
     command = [sys.executable, "-m", "django", "worker", "--reload", "never", "--queue", queue]
-    with open(os.path.join(root, "bench", "results", f"latency-pair-{queue}.log"), "w") as log:
+    logs = os.path.join(root, "bench", "results")  # git-ignored: absent from a fresh checkout
+    os.makedirs(logs, exist_ok=True)
+    with open(os.path.join(logs, f"latency-pair-{queue}.log"), "w") as log:
         procs.append(subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT))
 results: dict[str, list[float]] = {"pair_a": [], "pair_b": []}
 try:
