@@ -4,8 +4,10 @@ function (migration 0028) follows indexes whatever the tables' size when its pla
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import re
+from typing import Iterator
 
 import pytest
 from django.db import connection
@@ -25,6 +27,32 @@ UTC = datetime.timezone.utc
 def a_worker() -> WorkerStatus:
     now = timezone.now()
     return WorkerStatus.objects.create(label="w", host="h", pid=1, started=now, last_seen=now, timeout=60)
+
+
+@contextlib.contextmanager
+def explained(*settings: str) -> Iterator[list[str]]:
+    """Collect the plans of the statements run inside (PostgreSQL's ``auto_explain``, sent to this
+    connection as notices); skips the test on a server without the contrib modules."""
+    notices: list[str] = []
+
+    def notice(diagnostic) -> None:
+        notices.append(diagnostic.message_primary or "")
+
+    with connection.cursor() as cursor:
+        try:
+            cursor.execute("LOAD 'auto_explain'")
+        except Exception as exc:  # noqa: BLE001 - a server without the contrib modules
+            pytest.skip(f"auto_explain is not available: {exc}")
+        for setting in ("log_min_duration = 0", "log_level = 'notice'", *settings):
+            cursor.execute(f"SET auto_explain.{setting}")
+        cursor.execute("SET client_min_messages = 'notice'")
+        connection.connection.add_notice_handler(notice)
+        try:
+            yield notices
+        finally:
+            connection.connection.remove_notice_handler(notice)
+            cursor.execute("SET client_min_messages = DEFAULT")
+            cursor.execute("SET auto_explain.log_min_duration = -1")
 
 
 def stored(pk: int) -> dict:
@@ -139,26 +167,8 @@ def test_the_claim_function_keeps_to_indexes_whatever_the_size_of_the_tables():
             [now, now],
         )
     TaskExec(task_name="echo", args=[], kwargs={}, due=now, state=States.QUEUED).save()
-    notices: list[str] = []
-
-    def notice(diagnostic) -> None:
-        notices.append(diagnostic.message_primary or "")
-
-    with connection.cursor() as cursor:
-        try:
-            cursor.execute("LOAD 'auto_explain'")
-        except Exception as exc:  # noqa: BLE001 - a server without the contrib modules
-            pytest.skip(f"auto_explain is not available: {exc}")
-        for setting in ("log_min_duration = 0", "log_nested_statements = on", "log_level = 'notice'"):
-            cursor.execute(f"SET auto_explain.{setting}")
-        cursor.execute("SET client_min_messages = 'notice'")
-        connection.connection.add_notice_handler(notice)
-        try:
-            claimed = engine.claim(owner, selection, 5, timezone.now())
-        finally:
-            connection.connection.remove_notice_handler(notice)
-            cursor.execute("SET client_min_messages = DEFAULT")
-            cursor.execute("SET auto_explain.log_min_duration = -1")
+    with explained("log_nested_statements = on") as notices:
+        claimed = engine.claim(owner, selection, 5, timezone.now())
     assert len(claimed) == 1
     plans = "\n".join(notices)
     assert "toosimpleq_ready_claim_idx" in plans, plans
@@ -193,26 +203,8 @@ def test_recording_a_batch_reads_the_outcomes_once_on_a_small_table():
         )
     running = list(TaskExec.objects.filter(state=States.PROCESSING).order_by("id")[:128])
     outcomes = [(e, Outcome(state=States.SUCCEEDED, started=now, finished=now)) for e in running]
-    notices: list[str] = []
-
-    def notice(diagnostic) -> None:
-        notices.append(diagnostic.message_primary or "")
-
-    with connection.cursor() as cursor:
-        try:
-            cursor.execute("LOAD 'auto_explain'")
-        except Exception as exc:  # noqa: BLE001 - a server without the contrib modules
-            pytest.skip(f"auto_explain is not available: {exc}")
-        for setting in ("log_min_duration = 0", "log_analyze = on", "log_timing = off", "log_level = 'notice'"):
-            cursor.execute(f"SET auto_explain.{setting}")
-        cursor.execute("SET client_min_messages = 'notice'")
-        connection.connection.add_notice_handler(notice)
-        try:
-            done = engine.finish_many(owner, outcomes)
-        finally:
-            connection.connection.remove_notice_handler(notice)
-            cursor.execute("SET client_min_messages = DEFAULT")
-            cursor.execute("SET auto_explain.log_min_duration = -1")
+    with explained("log_analyze = on", "log_timing = off") as notices:
+        done = engine.finish_many(owner, outcomes)
     assert done == {e.pk for e in running}
     plans = "\n".join(notices)
     scans = re.findall(r"Function Scan on \w+ .*loops=(\d+)", plans)
