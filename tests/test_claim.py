@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from django_toosimple_q.engine import Selection, get_engine
 from django_toosimple_q.engine.outcome import Outcome
 from django_toosimple_q.models import TaskExec, WorkerStatus
+from django_toosimple_q.worker.worker import MAX_AHEAD
 
 States = TaskExec.States
 UTC = datetime.timezone.utc
@@ -210,3 +211,29 @@ def test_recording_a_batch_reads_the_outcomes_once_on_a_small_table():
     scans = re.findall(r"Function Scan on \w+ .*loops=(\d+)", plans)
     assert scans and all(loops == "1" for loops in scans), plans
     assert TaskExec.objects.filter(state=States.SUCCEEDED).count() == 2000 - 257 + 128
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_of_outcomes_larger_than_one_statement_takes_is_recorded_at_once():
+    """A worker holds one execution per thread plus up to ``MAX_AHEAD`` claimed ahead, and records their
+    outcomes together: with many threads, more rows than one compound SELECT joins on SQLite (500) or
+    its parameters allow. Every outcome is recorded, each once."""
+    owner = a_worker()
+    engine = get_engine()
+    now = timezone.now()
+    count = MAX_AHEAD + 1000  # a worker with 1,000 threads
+    TaskExec.objects.bulk_create(
+        [
+            TaskExec(task_name="echo", args=[i], kwargs={}, due=now, state=States.PROCESSING, worker=owner)
+            for i in range(count)
+        ]
+    )
+    running = list(TaskExec.objects.order_by("id"))
+    outcomes = [(e, Outcome(state=States.SUCCEEDED, started=now, finished=now, result=e.args[0])) for e in running]
+    with CaptureQueriesContext(connection) as queries:
+        done = engine.finish_many(owner, outcomes)
+    assert done == {e.pk for e in running}
+    if connection.vendor != "mysql":  # MariaDB has no UPDATE ... RETURNING: a statement per outcome
+        assert len(queries.captured_queries) < count / 50, len(queries.captured_queries)
+    assert set(TaskExec.objects.values_list("state", flat=True)) == {States.SUCCEEDED}
+    assert sorted(TaskExec.objects.values_list("result", flat=True)) == list(range(count))

@@ -463,10 +463,22 @@ class Engine(Inserts, ScheduleStatements, Totals, FlowStatements, WorkflowStatem
             values["result"] = EncodedJSON(outcome.result_json)
         return values
 
+    #: SQLite joins at most this many ``SELECT``s in one compound ``SELECT`` (``SQLITE_MAX_COMPOUND_SELECT``);
+    #: their parameters (9 each) stay well within its limit (32,766 since SQLite 3.32).
+    MAX_COMPOUND_SELECT = 500
+
     def finish_many(self, worker: WorkerStatus, outcomes: list[tuple[TaskExec, Outcome]]) -> set[int]:
-        """Record many outcomes in ONE statement (an UPDATE joined to the new values), only for
-        executions this worker still owns; returns the ids recorded. Announces them (see
-        ``announce_finished``) in the same transaction."""
+        """Record many outcomes in ONE statement (an UPDATE joined to the new values; a statement per
+        ``MAX_COMPOUND_SELECT`` outcomes for a worker with that many threads), only for executions
+        this worker still owns; returns the ids recorded."""
+        rows = self.MAX_COMPOUND_SELECT
+        done: set[int] = set()
+        for start in range(0, len(outcomes), rows):
+            done |= self._finish_rows(worker, outcomes[start : start + rows])
+        return done
+
+    def _finish_rows(self, worker: WorkerStatus, outcomes: list[tuple[TaskExec, Outcome]]) -> set[int]:
+        """One statement of ``finish_many``."""
         qn = self.connection.ops.quote_name
         table = qn(TaskExec._meta.db_table)
         fields = {name: TaskExec._meta.get_field(name) for name in self.OUTCOME_COLUMNS}
