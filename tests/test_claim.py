@@ -216,8 +216,8 @@ def test_recording_a_batch_reads_the_outcomes_once_on_a_small_table():
 @pytest.mark.django_db(transaction=True)
 def test_a_batch_of_outcomes_larger_than_one_statement_takes_is_recorded_at_once():
     """A worker holds one execution per thread plus up to ``MAX_AHEAD`` claimed ahead, and records their
-    outcomes together: with many threads, more rows than one compound SELECT joins on SQLite (500) or
-    its parameters allow. Every outcome is recorded, each once."""
+    outcomes together: with many threads, more rows than one compound SELECT joins on SQLite (500).
+    Every outcome is recorded, each once."""
     owner = a_worker()
     engine = get_engine()
     now = timezone.now()
