@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 from django_toosimple_q.engine import Selection, get_engine
 from django_toosimple_q.engine.outcome import Outcome
 from django_toosimple_q.models import TaskExec, WorkerStatus
-from django_toosimple_q.worker.worker import MAX_AHEAD
 
 States = TaskExec.States
 UTC = datetime.timezone.utc
@@ -215,13 +214,13 @@ def test_recording_a_batch_reads_the_outcomes_once_on_a_small_table():
 
 @pytest.mark.django_db(transaction=True)
 def test_a_batch_of_outcomes_larger_than_one_statement_takes_is_recorded_at_once():
-    """A worker holds one execution per thread plus up to ``MAX_AHEAD`` claimed ahead, and records their
-    outcomes together: with many threads, more rows than one compound SELECT joins on SQLite (500).
-    Every outcome is recorded, each once."""
+    """A worker holds one execution per thread plus those claimed ahead, and records their outcomes
+    together: with many threads, more rows than one compound SELECT joins on SQLite (500). Every
+    outcome is recorded, each once."""
     owner = a_worker()
     engine = get_engine()
     now = timezone.now()
-    count = MAX_AHEAD + 1000  # a worker with 1,000 threads
+    count = 1_256  # a worker with 1,000 threads and 256 executions claimed ahead
     TaskExec.objects.bulk_create(
         [
             TaskExec(task_name="echo", args=[i], kwargs={}, due=now, state=States.PROCESSING, worker=owner)
