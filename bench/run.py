@@ -41,6 +41,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--only", choices=SECTIONS, action="append", help="run only this measurement (repeatable)")
     parser.add_argument("--db", choices=DATABASES, action="append", help="only this database (repeatable)")
     parser.add_argument("--backlog", help="backlog sizes, comma-separated (default 2000,50000,1000000; --quick 2000,20000,100000)")
+    parser.add_argument("--backlog-processes", help="worker processes for the backlog, comma-separated (default 1,2)")
     parser.add_argument("--keep", action="store_true", help="keep the bench database and worker logs afterwards")
     parser.add_argument("--json", type=Path, default=RESULTS, help="where to write the results (default: %(default)s)")
     parser.add_argument("--child", choices=DATABASES, help=argparse.SUPPRESS)
@@ -82,6 +83,8 @@ def run_child(db: str, args: argparse.Namespace) -> dict:
     command += ["--quick"] * args.quick + ["--keep"] * args.keep
     if args.backlog:
         command += ["--backlog", args.backlog]
+    if args.backlog_processes:
+        command += ["--backlog-processes", args.backlog_processes]
     for name in args.only or []:
         command += ["--only", name]
     code = subprocess.call(command, cwd=ROOT)
@@ -365,6 +368,8 @@ def child(args: argparse.Namespace) -> int:
     sizes = sections.Sizes.quick() if args.quick else sections.Sizes()
     if args.backlog:
         sizes.backlog = tuple(int(n.replace("_", "")) for n in args.backlog.split(","))
+    if args.backlog_processes:
+        sizes.backlog_processes = tuple(int(n) for n in args.backlog_processes.split(","))
     work_dir = sections.work_dir()
     bench = sections.Bench(sizes, work_dir)
     results: dict = {"notes": []}

@@ -34,8 +34,6 @@ States = TaskExec.States
 #: (worker processes, threads per process) for the drain.
 DRAIN_SHAPES = [(1, 1), (1, 4), (1, 8), (2, 1), (2, 4)]
 HISTORY_SHAPES = [(1, 1), (1, 4)]
-#: Worker processes (1 thread each) for the backlog.
-BACKLOG_PROCESSES = [1, 2]
 
 
 @dataclass
@@ -50,6 +48,8 @@ class Sizes:
     drain_timeout: float = 900.0
     stop_samples: int = 10
     backlog: tuple[int, ...] = (2_000, 50_000, 1_000_000)
+    #: Worker processes (1 thread each) for the backlog.
+    backlog_processes: tuple[int, ...] = (1, 2)
     flow_concurrency: int = 5_000
     flow_rate: int = 10_000
     fan_in: int = 10_000
@@ -432,7 +432,7 @@ class Bench:
         SQL, untimed), then P worker processes (1 thread each) ``--until_done``; the steady rate is
         taken from the first start to the last start, and compared with the smallest N."""
         results: dict = {"sizes": list(self.sizes.backlog)}
-        for processes in BACKLOG_PROCESSES:
+        for processes in self.sizes.backlog_processes:
             runs = {}
             for n in self.sizes.backlog:
                 runs[str(n)] = self.backlog_once(processes, n)
