@@ -220,7 +220,7 @@ def test_a_batch_of_outcomes_larger_than_one_statement_takes_is_recorded_at_once
     owner = a_worker()
     engine = get_engine()
     now = timezone.now()
-    count = 1_256  # a worker with 1,000 threads and 256 executions claimed ahead
+    count = 1_256  # e.g. a worker of 1,000 threads with 256 executions claimed ahead: three statements on SQLite
     TaskExec.objects.bulk_create(
         [
             TaskExec(task_name="echo", args=[i], kwargs={}, due=now, state=States.PROCESSING, worker=owner)
