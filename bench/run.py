@@ -290,6 +290,8 @@ def table_rows(r: dict) -> list[tuple[str, str]]:
                     cell += " TIMEOUT"
                 if not x.get("ok"):
                     cell += " NOT OK"
+                if x.get("rates"):
+                    cell += f", median of {len(x['rates'])}: " + " ".join(f"{rate or 0:,.0f}" for rate in x["rates"])
                 rows.append((f"backlog x{int(n):,}: {x['processes']} proc x 1 thr, steady (ratio to x{b['sizes'][0]:,})", cell))
     if "workflows" in r:
         w = r["workflows"]
