@@ -470,7 +470,9 @@ class Engine(Inserts, ScheduleStatements, Totals, FlowStatements, WorkflowStatem
     def finish_many(self, worker: WorkerStatus, outcomes: list[tuple[TaskExec, Outcome]]) -> set[int]:
         """Record many outcomes in ONE statement (an UPDATE joined to the new values; a statement per
         ``MAX_COMPOUND_SELECT`` outcomes for a worker with that many threads), only for executions
-        this worker still owns; returns the ids recorded."""
+        this worker still owns; returns the ids recorded. Where waiters are told (PostgreSQL,
+        MariaDB), the engine's own ``finish_many`` announces them (see ``announce_finished``) in the
+        same transaction; SQLite's waiters poll."""
         rows = self.MAX_COMPOUND_SELECT
         done: set[int] = set()
         for start in range(0, len(outcomes), rows):
